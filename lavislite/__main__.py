@@ -1,0 +1,5 @@
+import sys
+
+from lavislite.cli import main
+
+sys.exit(main())

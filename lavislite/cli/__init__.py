@@ -1,0 +1,51 @@
+"""The ``lavislite`` command line. Each module in this package adds one or more subcommands.
+
+A subcommand module defines ``register(subparsers)``, which adds its parser and sets
+``func=<callable(args) -> int>``. Modules are found by listing this package, so adding a command
+is adding a file. Keep module tops light: import torch and models inside the command function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from lavislite import __version__
+from lavislite.common.errors import LavisliteError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lavislite", description="BLIP vision-language models: run, train, evaluate.")
+    parser.add_argument("--version", action="version", version=f"lavislite {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except LavisliteError as exc:
+        # Our errors already say what is wrong and how to fix it: no traceback for users.
+        print(f"lavislite {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

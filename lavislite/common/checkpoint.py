@@ -1,0 +1,446 @@
+"""The one checkpoint loader for every lavislite model, and the matching (atomic) savers.
+
+Sources: an http(s) URL (fetched once into the cache), a ``.pth/.pt/.bin`` file (official BLIP /
+LAVIS ``{'model': sd}``, ``{'state_dict': sd}`` or a bare state dict), a ``.safetensors`` file, a
+transformers-format directory or a hub id such as ``Salesforce/blip-image-captioning-base``
+(transformers keys are mapped to the official names by ``lavislite.models.hf_mapping``).
+
+Pickles are only ever read with ``torch.load(..., weights_only=True)``: a file that needs anything
+beyond tensors and plain containers is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from lavislite.common.download import atomic_write, cached_path, default_cache_dir, is_offline, is_url
+from lavislite.common.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+Shape = tuple[int, ...]
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+SAFETENSORS_SUFFIX = ".safetensors"
+# transformers layouts, in order of preference
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_ALIASES_META = "lavislite_aliases"  # safetensors metadata: {dropped duplicate name: kept name}
+_IGNORED = re.compile(r"(^|\.)embeddings\.position_ids$")  # a fixed arange buffer; never worth loading
+
+
+# -- reading ------------------------------------------------------------------------------------
+def read_state_dict(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> StateDict:
+    """A flat ``{name: tensor}`` state dict (official key names) from a URL, file, directory or hub id."""
+    if is_url(source):
+        path = cached_path(source, cache_dir=cache_dir)
+        try:
+            return _read_file(path)
+        except CorruptCheckpointError as exc:
+            if is_offline():
+                raise
+            # a cached download that no longer parses (disk trouble, an older non-atomic writer): fetch it once more
+            logger.warning("Cached %s is unreadable (%s); deleting it and downloading %s again", path, exc, source)
+            path.unlink(missing_ok=True)
+            return _read_file(cached_path(source, cache_dir=cache_dir))
+    path = Path(source).expanduser()
+    if path.is_file():
+        return _read_file(path)
+    if path.is_dir():
+        return _read_hf_dir(path, str(source))
+    if isinstance(source, str) and _HUB_ID.match(source) and not source.endswith((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX)):
+        return _read_hf_dir(_snapshot_hub(source, cache_dir), source)
+    raise CheckpointError(
+        f"Checkpoint {source!r} not found: it is not an existing file or directory, nor an http(s) URL or a "
+        "hub id like 'Salesforce/blip-image-captioning-base'. Check the path."
+    )
+
+
+class CorruptCheckpointError(CheckpointError):
+    """The file is truncated or garbled (as opposed to unsafe or of the wrong kind)."""
+
+
+def _read_file(path: Path) -> StateDict:
+    name = path.name.lower()
+    if name.endswith(".index.json"):
+        sd = _read_sharded(path)
+    elif name.endswith((SAFETENSORS_SUFFIX, *TORCH_SUFFIXES)):
+        sd = _read_plain(path)
+    else:
+        raise CheckpointError(
+            f"Unknown checkpoint format: {path}. lavislite reads {', '.join(TORCH_SUFFIXES)} (torch), "
+            f"{SAFETENSORS_SUFFIX}, a transformers directory or a hub id; rename the file if it is one of these."
+        )
+    return _to_official_keys(sd, path, required=False)
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        # mmap avoids a second in-memory copy of the file; only the zip format (torch >= 1.6) supports it
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise CorruptCheckpointError(f"Could not read {path}: {e}. The file looks truncated or corrupt; download it again.") from e
+        raise CheckpointError(
+            f"Refused to load {path}: it contains non-tensor objects that only a full unpickle could build, and "
+            "lavislite never unpickles arbitrary code (torch.load weights_only=True). If you trust the file, re-save "
+            "its tensors only, e.g. torch.save({'model': sd}, 'clean.pth') where sd holds only tensors, or convert it "
+            "to .safetensors."
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CorruptCheckpointError(f"Could not read {path}: {e}. The file looks truncated or corrupt; download it again.") from e
+
+
+def _unwrap(obj: Any, path: Path) -> StateDict:
+    """The state dict inside ``{'model': sd}``, ``{'state_dict': sd}`` or a bare state dict."""
+    if isinstance(obj, Mapping):
+        for wrapper in ("model", "state_dict"):
+            if isinstance(obj.get(wrapper), Mapping):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(
+            f"{path} holds {type(obj).__name__}{' (empty)' if isinstance(obj, Mapping) else ''}, not a state dict. "
+            "Expected {'model': state_dict}, {'state_dict': state_dict} or a bare {name: tensor} dict."
+        )
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"{path} is not a state dict: entries {bad[:5]} are not tensors (top-level keys: {list(obj)[:10]}). "
+            "Expected {'model': state_dict}, {'state_dict': state_dict} or a bare {name: tensor} dict."
+        )
+    sd = dict(obj)
+    if all(k.startswith("module.") for k in sd):  # saved from a DistributedDataParallel wrapper
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def _read_safetensors(path: Path) -> StateDict:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CorruptCheckpointError(f"Could not read {path}: {e}. The file looks truncated or is not safetensors.") from e
+    for alias, kept in json.loads(meta.get(_ALIASES_META, "{}")).items():
+        sd[alias] = sd[kept]  # restore names dropped as duplicates by save_checkpoint
+    return sd
+
+
+def _read_sharded(index: Path) -> StateDict:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{index} is not a valid sharded-checkpoint index (needs a 'weight_map'): {e}") from e
+    sd: StateDict = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = index.parent / shard
+        if not shard_path.is_file():
+            raise CheckpointError(f"{index} lists the shard {shard}, but {shard_path} does not exist; download it too.")
+        sd.update(_read_plain(shard_path))  # converted once, merged: one shard alone may not look like HF
+    return sd
+
+
+def _read_hf_dir(directory: Path, source: str) -> StateDict:
+    for name in HF_WEIGHT_FILES:
+        if (directory / name).is_file():
+            path = directory / name
+            sd = _read_sharded(path) if name.endswith(".index.json") else _read_plain(path)
+            return _to_official_keys(sd, path, required=True)
+    raise CheckpointError(
+        f"{source}: the directory {directory} holds no transformers weights (looked for {', '.join(HF_WEIGHT_FILES)}; "
+        f"found {sorted(p.name for p in directory.iterdir())[:10]}). Point at the weight file itself or a complete model directory."
+    )
+
+
+def _read_plain(path: Path) -> StateDict:
+    if path.name.endswith(SAFETENSORS_SUFFIX):
+        return _read_safetensors(path)
+    return _unwrap(_torch_load(path), path)
+
+
+def _to_official_keys(sd: StateDict, path: Path, *, required: bool) -> StateDict:
+    """Map transformers BLIP key names to the official ones when ``sd`` uses them."""
+    try:
+        from lavislite.models.hf_mapping import convert_hf_state_dict, is_hf_state_dict
+    except ImportError as e:
+        if required:
+            raise CheckpointError(f"{path} is in transformers format, but lavislite.models.hf_mapping is unavailable: {e}") from e
+        return sd
+    return convert_hf_state_dict(sd) if is_hf_state_dict(sd) else sd
+
+
+def _snapshot_hub(repo_id: str, cache_dir: str | os.PathLike | None) -> Path:
+    """Download (or find in the cache) the weights of a hub repo; offline -> a clear error."""
+    from huggingface_hub import snapshot_download
+
+    hub_cache = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / "huggingface"
+    offline = is_offline()
+    try:
+        folder = Path(
+            snapshot_download(repo_id, cache_dir=str(hub_cache), local_files_only=offline, allow_patterns=["*.json", "model*.safetensors"])
+        )
+        if not any((folder / n).is_file() for n in HF_WEIGHT_FILES):
+            folder = Path(
+                snapshot_download(repo_id, cache_dir=str(hub_cache), local_files_only=offline, allow_patterns=["*.json", "pytorch_model*.bin"])
+            )
+    except Exception as e:  # huggingface_hub raises many types (HTTP, offline, not found, network)
+        mode = "offline mode is on and it is not cached" if offline else f"{type(e).__name__}: {e}"
+        raise CheckpointError(
+            f"Could not fetch the hub repo {repo_id!r} ({mode}); no local file or directory of that name exists either. "
+            f"Download it where the hub is reachable (huggingface-cli download {repo_id} --local-dir DIR) and pass DIR, "
+            "or pass a local .pth/.safetensors file."
+        ) from e
+    return folder
+
+
+# -- loading into a model -----------------------------------------------------------------------
+@dataclass
+class LoadReport:
+    """What ``load_checkpoint`` did. Shapes are (checkpoint shape, model shape)."""
+
+    source: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, Shape, Shape]] = field(default_factory=list)
+    interpolated: list[tuple[str, Shape, Shape]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True when every model key was loaded and every checkpoint key used (interpolation allowed)."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        parts = [f"checkpoint {self.source}:"]
+        for label, items in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("shape-mismatched (ckpt, model)", [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in self.mismatched]),
+            ("interpolated", [f"{k} {tuple(a)} -> {tuple(b)}" for k, a, b in self.interpolated]),
+            ("ignored", self.ignored),
+        ):
+            if items:
+                parts.append(f"{len(items)} {label}: {summarize_keys(items)}")
+        return " ".join(parts) if len(parts) > 1 else f"checkpoint {self.source}: all keys loaded"
+
+
+def summarize_keys(keys: list[str], limit: int = 20) -> str:
+    """A short listing: layer indices collapsed (``layer.*.x`` x12), at most ``limit`` patterns."""
+    counts: dict[str, int] = defaultdict(int)
+    for key in keys:
+        counts[re.sub(r"\.\d+\.", ".*.", key)] += 1
+    shown = [f"{p} x{n}" if n > 1 else p for p, n in list(counts.items())[:limit]]
+    more = len(counts) - limit
+    return ", ".join(shown) + (f", ... ({more} more patterns)" if more > 0 else "")
+
+
+def tied_groups(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
+    """Groups of names (2+) that are the very same tensor data, e.g. a decoder tied to word embeddings."""
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for name, t in state.items():
+        if t.device.type == "meta" or t.numel() == 0:
+            continue  # no real storage to compare
+        groups[(t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)].append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def load_checkpoint(
+    model: nn.Module,
+    source: str | os.PathLike | Mapping[str, torch.Tensor],
+    *,
+    strict: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> LoadReport:
+    """Load ``source`` (URL, file, directory, hub id or a state dict) into ``model``.
+
+    Runs the model's ``adapt_state_dict`` hook, drops ``*.embeddings.position_ids``, interpolates
+    ``*pos_embed`` to the model's patch grid, drops other shape-mismatched keys (they stay as
+    initialised) and loads the rest. Missing / unexpected / mismatched keys are logged as warnings;
+    with ``strict=True`` any of them raises ``CheckpointError`` before the model is touched.
+    Parameters sharing storage (tied weights) count as loaded when any one of their names is present.
+    """
+    label = "<state dict>" if isinstance(source, Mapping) else str(source)
+    sd = dict(source) if isinstance(source, Mapping) else read_state_dict(source, cache_dir=cache_dir)
+    adapt = getattr(model, "adapt_state_dict", None)
+    if callable(adapt):
+        sd = adapt(sd)
+    report = LoadReport(source=label)
+
+    report.ignored = [k for k in sd if _IGNORED.search(k)]
+    for k in report.ignored:
+        del sd[k]
+
+    model_state = model.state_dict()
+    for key in list(sd):
+        target = model_state.get(key)
+        if target is None or sd[key].shape == target.shape:
+            continue
+        if key.endswith("pos_embed"):
+            resized = _interpolate(sd[key], target.shape)
+            if resized is not None:
+                report.interpolated.append((key, tuple(sd[key].shape), tuple(target.shape)))
+                sd[key] = resized
+                continue
+        report.mismatched.append((key, tuple(sd[key].shape), tuple(target.shape)))
+        del sd[key]
+
+    tied = {name: group for group in tied_groups(model_state) for name in group}
+    present = set(sd)
+
+    def really_missing(key: str) -> bool:
+        return not _IGNORED.search(key) and not any(alias in present for alias in tied.get(key, ()))
+
+    if strict:  # decide before touching the model, so a refused checkpoint leaves it as it was
+        missing = [k for k in model_state if k not in present and really_missing(k)]
+        unexpected = [k for k in sd if k not in model_state]
+        _raise_if_unfit(model, label, missing, unexpected, report.mismatched)
+
+    result = model.load_state_dict(sd, strict=False)
+    report.missing = [k for k in result.missing_keys if really_missing(k)]
+    report.unexpected = list(result.unexpected_keys)
+    if strict:  # load hooks of custom modules can change the picture; re-check with the real result
+        _raise_if_unfit(model, label, report.missing, report.unexpected, report.mismatched)
+    _log(report, model)
+    return report
+
+
+def _interpolate(pos_embed: torch.Tensor, model_shape: torch.Size) -> torch.Tensor | None:
+    """``pos_embed`` resized to the model's token count, or None when that cannot be done."""
+    if pos_embed.dim() != 3 or len(model_shape) != 3 or pos_embed.shape[-1] != model_shape[-1]:
+        return None  # another width (e.g. ViT-L into ViT-B): not a resolution change
+    from lavislite.models.vit import interpolate_pos_embed
+
+    extra = 1  # the CLS token, kept as is
+    try:
+        resized = interpolate_pos_embed(pos_embed, model_shape[-2] - extra, num_extra_tokens=extra)
+    except (ValueError, RuntimeError) as e:  # e.g. a token count that is not a square grid
+        logger.warning("Could not interpolate pos_embed %s -> %s: %s", tuple(pos_embed.shape), tuple(model_shape), e)
+        return None
+    return resized if resized.shape == model_shape else None
+
+
+def _raise_if_unfit(model: nn.Module, label: str, missing: list[str], unexpected: list[str], mismatched: list) -> None:
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f"Checkpoint {label} does not fit {type(model).__name__} exactly (strict=True):"]
+    if missing:
+        lines.append(f"  {len(missing)} missing: {summarize_keys(missing)}")
+    if unexpected:
+        lines.append(f"  {len(unexpected)} unexpected: {summarize_keys(unexpected)}")
+    if mismatched:
+        lines.append(f"  {len(mismatched)} shape-mismatched (ckpt vs model): " + ", ".join(f"{k} {a} vs {b}" for k, a, b in mismatched[:20]))
+    lines.append("Use the checkpoint made for this model type, or pass strict=False to load what fits.")
+    raise CheckpointError("\n".join(lines))
+
+
+def _log(report: LoadReport, model: nn.Module) -> None:
+    name = type(model).__name__
+    if report.missing:
+        logger.warning("%s: %d keys missing from %s (left as initialised): %s", name, len(report.missing), report.source, summarize_keys(report.missing))
+    if report.unexpected:
+        logger.warning("%s: %d unexpected keys in %s (not used): %s", name, len(report.unexpected), report.source, summarize_keys(report.unexpected))
+    if report.mismatched:
+        logger.warning(
+            "%s: %d keys in %s have another shape than the model (left as initialised): %s",
+            name,
+            len(report.mismatched),
+            report.source,
+            ", ".join(f"{k} {a} vs {b}" for k, a, b in report.mismatched),
+        )
+    for key, old, new in report.interpolated:
+        logger.info("%s: interpolated %s from %s to %s", name, key, old, new)
+    logger.info("%s", report)
+
+
+# -- saving -------------------------------------------------------------------------------------
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint could not be written (disk full, quota, permissions); the previous file is intact."""
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[Path]:
+    """``atomic_write`` whose failures (torch reports a full disk as "unexpected pos ...") name the file."""
+    try:
+        with atomic_write(path) as tmp:
+            yield tmp
+    except (OSError, RuntimeError) as e:
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        raise CheckpointWriteError(
+            f"Could not write the checkpoint {path} ({type(e).__name__}: {e}; {free}). Nothing was replaced: the previous "
+            f"file at that path, if any, is intact. Free disk space or write to another directory."
+        ) from e
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` through a temp file + fsync + ``os.replace``: never a half-written file."""
+    path = Path(path)
+    with _writing(path) as tmp:
+        torch.save(obj, tmp)
+    return path
+
+
+def save_checkpoint(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike, *, format: str | None = None) -> Path:
+    """Save weights atomically as the official ``{'model': state_dict}`` .pth or as .safetensors.
+
+    ``format`` is ``"pth"`` or ``"safetensors"``; by default it follows the suffix. Tied tensors are
+    stored once in safetensors (the other names are restored on reading).
+    """
+    path = Path(path)
+    sd = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else dict(model_or_state_dict)
+    if format is None:
+        if path.name.endswith(SAFETENSORS_SUFFIX):
+            format = "safetensors"
+        elif path.name.endswith(TORCH_SUFFIXES):
+            format = "pth"
+        else:
+            raise CheckpointError(f"Cannot tell the format of {path} from its suffix; name it .safetensors or .pth, or pass format=.")
+    if format == "pth":
+        return atomic_save({"model": sd}, path)
+    if format != "safetensors":
+        raise CheckpointError(f"Unknown checkpoint format {format!r} for {path}; use 'pth' or 'safetensors'.")
+
+    from safetensors.torch import save_file
+
+    tensors, aliases = _dedupe_for_safetensors(sd)
+    with _writing(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", _ALIASES_META: json.dumps(aliases)})
+    return path
+
+
+def _dedupe_for_safetensors(sd: Mapping[str, torch.Tensor]) -> tuple[StateDict, dict[str, str]]:
+    """safetensors refuses tensors sharing memory: keep one name per identical tensor, copy partial views."""
+    aliases: dict[str, str] = {}
+    for group in tied_groups(sd):
+        for alias in group[1:]:
+            aliases[alias] = group[0]
+    tensors = {k: v.detach() for k, v in sd.items() if k not in aliases}
+    by_storage: dict[tuple, list[str]] = defaultdict(list)
+    for k, v in tensors.items():
+        if v.numel():
+            by_storage[(v.device, v.untyped_storage().data_ptr())].append(k)
+    overlapping = {k for names in by_storage.values() if len(names) > 1 for k in names}
+    for k, v in tensors.items():
+        if k in overlapping or not v.is_contiguous():
+            tensors[k] = v.contiguous().clone()
+    return tensors, aliases
