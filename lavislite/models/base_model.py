@@ -1,0 +1,94 @@
+"""The base class of every lavislite model: a variant table, config construction and checkpoints."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from lavislite.common.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+class BaseModel(nn.Module):
+    """An ``nn.Module`` built from a config, with named variants (model types).
+
+    Subclasses fill ``PRETRAINED_MODEL_CONFIG_DICT`` (model_type -> yaml path relative to
+    ``lavislite/configs``) and implement ``from_config``. Adding a variant is one yaml file and one
+    row of that table.
+    """
+
+    PRETRAINED_MODEL_CONFIG_DICT: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def model_types(cls) -> list[str]:
+        return sorted(cls.PRETRAINED_MODEL_CONFIG_DICT)
+
+    @classmethod
+    def default_config_path(cls, model_type: str) -> Path:
+        """The yaml of ``model_type``; a clear error lists the valid types."""
+        from lavislite.common.config import CONFIG_ROOT
+
+        table = cls.PRETRAINED_MODEL_CONFIG_DICT
+        if model_type not in table:
+            import difflib
+
+            close = difflib.get_close_matches(str(model_type), list(table), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{cls.__name__} has no model type {model_type!r}.{hint} Valid types: {', '.join(sorted(table)) or '(none)'}"
+            )
+        path = Path(table[model_type])
+        return path if path.is_absolute() else CONFIG_ROOT / path
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "BaseModel":
+        """Build the model from its (merged, validated) ``model`` config section."""
+        raise NotImplementedError(f"{cls.__name__} must implement from_config(cfg)")
+
+    @classmethod
+    def from_pretrained(cls, model_type: str, **overrides: Any) -> "BaseModel":
+        """Build ``model_type`` from its yaml (with keyword overrides) and load its weights."""
+        from lavislite.common.config import model_type_config
+
+        cfg = model_type_config(cls, model_type, overrides)
+        return cls.from_config(cfg.model)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def load_checkpoint(self, source: str | Path, strict: bool = False, **kwargs: Any) -> Any:
+        """Load weights from a URL, a file (.pth/.bin/.safetensors) or a transformers directory/hub id.
+
+        Returns the loader's report (missing, unexpected and shape-mismatched keys).
+        """
+        from lavislite.common.checkpoint import load_checkpoint
+
+        return load_checkpoint(self, source, strict=strict, **kwargs)
+
+    def load_checkpoint_from_config(self, cfg: Any) -> Any:
+        """Load ``checkpoint`` if given, else ``finetuned`` or ``pretrained`` as the config says."""
+        source = cfg.get("checkpoint")
+        if not source:
+            if cfg.get("load_finetuned", False) and cfg.get("finetuned"):
+                source = cfg.finetuned
+            elif cfg.get("load_pretrained", False) and cfg.get("pretrained"):
+                source = cfg.pretrained
+        if not source:
+            logger.info("%s: no checkpoint requested; weights stay randomly initialised", type(self).__name__)
+            return None
+        return self.load_checkpoint(source, strict=bool(cfg.get("strict_load", False)))
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Hook for the checkpoint loader: rewrite a foreign state dict before loading (e.g. NLVR)."""
+        return state_dict
+
+    # -- conveniences ----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
