@@ -1,0 +1,103 @@
+"""Small pieces the BLIP tasks share: calling a model method with only the keys it takes, reaching
+the dataset behind an evaluation loader, writing JSON outputs, and handing training progress to
+heads that ramp a weight over the first epochs."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import ConcatDataset, Dataset
+
+from lavislite.common.errors import ConfigError
+
+
+def call_supported(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with the keyword arguments ``fn`` does not accept dropped.
+
+    LAVIS passed ``length_penalty``/``temperature`` to a ``generate`` that had no such parameters
+    (TypeError, LAVIS #625); a task here passes its run keys and each model takes what it knows.
+    A method with ``**kwargs`` receives everything.
+    """
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return fn(*args, **kwargs)
+    return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
+
+
+def unwrap(model: Any) -> Any:
+    """The bare model behind a DDP wrapper (its task methods live there)."""
+    return getattr(model, "module", model)
+
+
+def loader_dataset(data_loader: Any, split: str, *, needs: tuple[str, ...] = ()) -> Dataset:
+    """The dataset behind ``data_loader``; raise if it lacks one of the attributes in ``needs``."""
+    dataset = getattr(data_loader, "dataset", None)
+    if dataset is None:
+        raise ConfigError(f"split {split!r}: the evaluation loader has no .dataset; pass a torch DataLoader")
+    if isinstance(dataset, ConcatDataset) and len(dataset.datasets) == 1:
+        dataset = dataset.datasets[0]
+    missing = [n for n in needs if not hasattr(dataset, n)]
+    if missing:
+        raise ConfigError(
+            f"split {split!r}: dataset {type(dataset).__name__} has no {', '.join(missing)}; this task needs an "
+            f"evaluation dataset that exposes {', '.join(needs)} (see INTERFACES.md, Datasets)"
+        )
+    return dataset
+
+
+def write_json(path: Path, data: Any, *, indent: int | None = None) -> Path:
+    """Write ``data`` as JSON atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=indent, default=_json_default)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.tolist()
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
+
+
+def plain_id(v: Any) -> Any:
+    """A sample id as a JSON-friendly scalar (tensor -> int, numeric strings stay strings)."""
+    if isinstance(v, torch.Tensor):
+        return v.item()
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        return v.item()
+    return v
+
+
+class TrainProgressMixin:
+    """Adds LAVIS's ``epoch``/``iters``/``num_iters_per_epoch`` to training samples when known.
+
+    Heads that ramp a weight over the first epochs (BLIP's ITC distillation ``alpha``) read these keys
+    from ``samples``. A runner that knows the position calls :meth:`set_train_progress` before each
+    step; without it the samples are passed unchanged and the head uses its full weight.
+    """
+
+    _progress: tuple[int, int, int] | None = None
+
+    def set_train_progress(self, epoch: int, iters: int, num_iters_per_epoch: int) -> None:
+        self._progress = (int(epoch), int(iters), int(num_iters_per_epoch))
+
+    def with_progress(self, samples: dict) -> dict:
+        if self._progress is None or "epoch" in samples:
+            return samples
+        epoch, iters, per_epoch = self._progress
+        return {**samples, "epoch": epoch, "iters": iters, "num_iters_per_epoch": per_epoch}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# BLIP: zero-shot MSRVTT-QA with the VQAv2 model.
+# Usage: [NGPU=8] projects/blip/run_scripts/eval/eval_msrvtt_qa_zs.sh [--options run.key=value ...]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../../../.."  # the repository root
+NGPU=${NGPU:-8}
+torchrun --nproc_per_node="$NGPU" -m lavislite.train --cfg-path projects/blip/eval/msrvtt_qa_zs.yaml --options run.evaluate=true "$@"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# BLIP: NLVR2 dev and test-P.
+# Usage: [NGPU=8] projects/blip/run_scripts/eval/eval_nlvr.sh [--options run.key=value ...]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../../../.."  # the repository root
+NGPU=${NGPU:-8}
+torchrun --nproc_per_node="$NGPU" -m lavislite.train --cfg-path projects/blip/eval/nlvr_eval.yaml "$@"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# BLIP: pre-training on 14M images (COCO, VG, CC3M, CC12M, SBU).
+# Usage: [NGPU=8] projects/blip/run_scripts/train/pretrain_14m.sh [--options run.key=value ...]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../../../.."  # the repository root
+NGPU=${NGPU:-8}
+torchrun --nproc_per_node="$NGPU" -m lavislite.train --cfg-path projects/blip/train/pretrain_14m.yaml "$@"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# BLIP: A-OKVQA fine-tune.
+# Usage: [NGPU=8] projects/blip/run_scripts/train/train_aokvqa.sh [--options run.key=value ...]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../../../.."  # the repository root
+NGPU=${NGPU:-8}
+torchrun --nproc_per_node="$NGPU" -m lavislite.train --cfg-path projects/blip/train/aokvqa_ft.yaml "$@"

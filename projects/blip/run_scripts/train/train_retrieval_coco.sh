@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# BLIP: COCO retrieval fine-tune.
+# Usage: [NGPU=8] projects/blip/run_scripts/train/train_retrieval_coco.sh [--options run.key=value ...]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../../../.."  # the repository root
+NGPU=${NGPU:-8}
+torchrun --nproc_per_node="$NGPU" -m lavislite.train --cfg-path projects/blip/train/retrieval_coco_ft.yaml "$@"
