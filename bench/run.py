@@ -1,0 +1,285 @@
+"""Run the benchmarks (one process per script, one after another) and write bench/RESULTS.md + JSON.
+
+    python bench/run.py                 # every workload at the issue's sizes (long on 2 CPU cores)
+    python bench/run.py --quick         # smoke test: tiny sizes, numbers meaningless
+    python bench/run.py --only caption,retrieval
+    python bench/run.py --report-only   # rebuild RESULTS.md from bench/results/*.json
+    python bench/run.py --set retrieval="--images 16 --texts 80"   # extra flags for one script
+
+Each script writes bench/results/<name>.json; this runner reads them back and renders one table
+(workload, peer, seconds, ratio = peer / lavislite, outputs identical?, peak memory) and the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+REPORT = HERE / "RESULTS.md"
+
+# name -> (script, extra flags in --quick mode); scripts not using bench/_common.py get explicit small sizes
+SCRIPTS: dict[str, tuple[str, list[str]]] = {
+    "caption": ("caption.py", ["--quick"]),
+    "vqa": ("vqa.py", ["--batch", "1", "--image-size", "64", "--k", "8"]),
+    "retrieval": ("retrieval.py", ["--quick"]),
+    "video_retrieval": ("video_retrieval.py", ["--videos", "2", "--frames", "1", "--k", "1", "--mem-k", "1"]),
+    "train_step": ("train_step.py", ["--batch", "1", "--steps", "1"]),
+    "load": ("load.py", ["--quick"]),
+}
+
+
+def run_scripts(names: list[str], quick: bool, extra: dict[str, list[str]]) -> dict[str, dict]:
+    status = {}
+    for name in names:
+        script, quick_flags = SCRIPTS[name]
+        cmd = [sys.executable, str(HERE / script), *(quick_flags if quick else []), *extra.get(name, [])]
+        print(f"== {name}: {' '.join(cmd)}", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call(cmd)
+        status[name] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1), "command": " ".join(shlex.quote(c) for c in cmd[1:])}
+        print(f"== {name}: exit {rc} after {status[name]['seconds']} s", flush=True)
+    return status
+
+
+# -- report ---------------------------------------------------------------------------------------
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _s(x) -> str:
+    return "–" if x is None else f"{x:.3g}" if x < 10 else f"{x:.1f}"
+
+
+def _mb(peer, ours) -> str:
+    if peer is None and ours is None:
+        return "–"
+    return f"{_s(peer) if peer is not None else '–'} / {_s(ours) if ours is not None else '–'} MiB"
+
+
+def _tokens(tok: dict | None) -> str:
+    if not tok:
+        return "–"
+    if tok["identical"] == tok["rows"]:
+        return f"yes ({tok['rows']}/{tok['rows']} rows)"
+    extra = f"; {tok['differ_other_length']} differ in length (4.15 vs 5.x beam rule)" if tok.get("differ_other_length") else ""
+    bad = f"; {tok['differ_same_length']} same-length mismatches" if tok.get("differ_same_length") else ""
+    return f"{tok['identical']}/{tok['rows']} rows{extra}{bad}"
+
+
+def rows() -> list[dict]:
+    """One dict per table row, from whatever JSON files exist."""
+    out: list[dict] = []
+    cap = _load("caption")
+    labels = {
+        "beam3": "captioning, beam 3, batch {b} (image → ids)",
+        "greedy": "captioning, greedy, batch {b} (image → ids)",
+        "beam3_decode": "captioning, beam 3, decoder only",
+        "greedy_decode": "captioning, greedy, decoder only",
+        "bf16": "captioning, beam 3, bf16 mode vs fp32",
+        "beam3_415": "captioning, beam 3, batch {b}: lavislite ids vs literal 4.15 beam search",
+    }
+    if cap:
+        for key, r in cap["runs"].items():
+            same = _tokens(r.get("tokens"))
+            if "peer_time" not in r:  # untimed reference (beam3_415)
+                out.append({"key": f"caption.{key}", "workload": labels[key].format(b=cap["batch"]), "peer": r["peer"],
+                            "peer_s": r.get("reference_s"), "ours_s": None, "ratio": "–", "same": same, "mem": "–"})
+                continue
+            if key == "bf16":
+                same = f"{r['identical_captions_fraction']:.0%} captions identical (random weights)"
+            out.append({"key": f"caption.{key}", "workload": labels[key].format(b=cap["batch"]), "peer": r["peer"],
+                        "peer_s": r["peer_time"]["median_s"], "ours_s": r["lavislite_time"]["median_s"], "ratio": r["ratio"],
+                        "same": same, "mem": _mb(r["peer_time"].get("peak_mb"), r["lavislite_time"].get("peak_mb"))})
+    vqa = _load("vqa")
+    if vqa:
+        r = vqa["rank"]
+        out.append({"key": "vqa.rank", "workload": f"VQA answer ranking, {vqa['answer_list_size']} answers, k={vqa['k']}, batch {vqa['batch_questions']}",
+                    "peer": "per-question original rank_answer (in bench/vqa.py)", "peer_s": r["reference_seconds"],
+                    "ours_s": r["lavislite_seconds"], "ratio": r["speedup"], "same": "yes" if r["identical_answers"] else "NO", "mem": "–"})
+        g = vqa["generate_beam3"]
+        out.append({"key": "vqa.generate", "workload": f"VQA generation, beam 3, batch {vqa['batch_questions']}",
+                    "peer": "original recipe (states repeated per beam, cross K/V per step)", "peer_s": g["reference_seconds"],
+                    "ours_s": g["lavislite_seconds"], "ratio": g["speedup"], "same": "yes" if g["identical_ids"] else "NO", "mem": "–"})
+    ret = _load("retrieval")
+    if ret:
+        for key, label in (("rerank", "retrieval ITM re-ranking"), ("rerank_bf16", "retrieval ITM re-ranking, lavislite bf16"),
+                           ("evaluation", "retrieval evaluation (encode + re-rank)")):
+            r = ret["runs"].get(key)
+            if r is None:
+                continue
+            same = ("yes" if ret["runs"]["rerank"]["identical_rankings"] else "NO") + " (rankings)"
+            if key == "rerank_bf16":
+                same = ("yes (rankings)" if r["identical_rankings"] else
+                        f"rankings differ (bf16 ITM on random weights; top-1 agreement {r['top1_agreement']:.0%})")
+            out.append({"key": f"retrieval.{key}", "workload": f"{label}, {ret['images']} img × {ret['texts']} txt, k={ret['k']}, both directions",
+                        "peer": r["peer"], "peer_s": r["peer_time"]["median_s"], "ours_s": r["lavislite_time"]["median_s"],
+                        "ratio": r["ratio"], "same": same,
+                        "mem": _mb(r["peer_time"].get("peak_mb"), r["lavislite_time"].get("peak_mb"))})
+    vid = _load("video_retrieval")
+    if vid and "blip_loop_s" not in vid and vid.get("rerank_memory"):
+        mem = vid["rerank_memory"]
+        out.append({"key": "video_retrieval.memory", "workload": f"video ITM re-ranking memory, {mem['videos']} videos × {mem['frames']} frames, k={mem['k']}",
+                    "peer": "– (baseline not run)", "peer_s": None, "ours_s": mem["seconds"], "ratio": "–", "same": "–",
+                    "mem": f"– / {mem['peak_mb']} MiB"})
+    if vid and "blip_loop_s" in vid:
+        mem = vid.get("rerank_memory", {})
+        out.append({"key": "video_retrieval", "workload": f"zero-shot video retrieval, {vid['videos']} videos × {vid['frames']} frames, k={vid['k']}, decode included",
+                    "peer": "BLIP per-query loop (in bench/video_retrieval.py)", "peer_s": vid["blip_loop_s"], "ours_s": vid["lavislite_s"],
+                    "ratio": vid["speedup"], "same": "yes (rankings)" if vid["identical_rankings"] else "NO",
+                    "mem": f"re-rank only: {mem.get('peak_mb', '–')} MiB (k={mem.get('k')})" if mem else "–"})
+    tr = _load("train_step")
+    if tr:
+        runs = tr["runs"]
+        for head in ("pretrain", "caption"):
+            a, b = runs.get(f"{head}_fp32"), runs.get(f"{head}_bf16")
+            if a and not b:
+                out.append({"key": f"train.{head}", "workload": f"training step, {head}, batch {tr['batch']}, fp32 (bf16 not run)",
+                            "peer": "– (no peer)", "peer_s": None, "ours_s": a["median_s_per_step"], "ratio": "–",
+                            "same": "n/a", "mem": "–"})
+            if a and b:
+                out.append({"key": f"train.{head}", "workload": f"training step, {head} ({'ITC+ITM+LM' if head == 'pretrain' else 'LM'}), batch {tr['batch']}",
+                            "peer": "lavislite fp32 (bf16 autocast on the right)", "peer_s": a["median_s_per_step"],
+                            "ours_s": b["median_s_per_step"], "ratio": round(a["median_s_per_step"] / b["median_s_per_step"], 2),
+                            "same": "n/a (loss finite)", "mem": "–"})
+    load = _load("load")
+    if load:
+        r = load["runs"]["load"]
+        out.append({"key": "load", "workload": f"model load, official .pth ({r['checkpoint_mb']} MiB)", "peer": r["peer"],
+                    "peer_s": r["peer_time"]["median_s"], "ours_s": r["lavislite_time"]["median_s"], "ratio": r["ratio"],
+                    "same": "yes (weights)" if r["identical_weights"] else "NO", "mem": _mb(r["peer_time"].get("peak_mb"), r["lavislite_time"].get("peak_mb"))})
+        r = load["runs"]["import"]
+        out.append({"key": "import", "workload": "import time (fresh interpreter)", "peer": r["peer"], "peer_s": r["peer_time"]["median_s"],
+                    "ours_s": r["lavislite_time"]["median_s"], "ratio": r["ratio"],
+                    "same": "transformers not imported" if not r["lavislite_import_pulls_in_transformers"] else "pulls in transformers", "mem": "–"})
+    return out
+
+
+def partial_notes() -> list[str]:
+    """Which rows were measured at less than the issue's size or with fewer repeats (from the JSON files)."""
+    notes = []
+    cap = _load("caption")
+    if cap:
+        if cap.get("batch", 8) < 8 or cap.get("quick"):
+            notes.append(f"captioning: batch {cap.get('batch')}{' (quick)' if cap.get('quick') else ''} instead of 8")
+        for key, r in cap["runs"].items():
+            a, b = (r.get("peer_time") or {}).get("times_s"), (r.get("lavislite_time") or {}).get("times_s")
+            if a and b and len(a) == len(b) > 1 and (max(a) > 2 * min(a) or max(b) > 2 * min(b)):
+                per = ", ".join(f"{x / y:.2f}×" for x, y in zip(a, b))
+                notes.append(f"captioning {key}: load spike — rounds took {a} s (peer) vs {b} s (lavislite), per-round "
+                             f"ratios {per}; the median ratio {r['ratio']}× is distorted")
+        missing = [w for w in ("beam3", "greedy", "beam3_decode", "greedy_decode", "bf16") if w not in cap["runs"]]
+        notes.append(f"captioning: {cap.get('repeats')} timed repeat(s) per side; not run: {', '.join(missing) or 'none'}")
+    ret = _load("retrieval")
+    if ret and (ret["images"], ret["texts"], ret["k"]) != (64, 320, 16):
+        notes.append(f"retrieval: scaled down to {ret['images']} images × {ret['texts']} texts, k={ret['k']} (the issue's size is "
+                     "64 × 320, k=16; same k/images and k/texts, 4× fewer texts per image, so the ratio is a lower bound)")
+    if ret and ret.get("repeats", 1) <= 1:
+        notes.append("retrieval: one timed call per side (cold; no warm-up)" if ret.get("warmup") == 0 else "retrieval: one timed repeat")
+    vid = _load("video_retrieval")
+    if vid and "blip_loop_s" not in vid:
+        notes.append("video retrieval: re-ranking memory only; the BLIP per-query loop baseline was not run")
+    tr = _load("train_step")
+    if tr and not any(k.endswith("_bf16") for k in tr.get("runs", {})):
+        notes.append("training step: fp32 only (bf16 not run), no peer")
+    if not _load("load"):
+        notes.append("load/import: not run")
+    elif _load("load").get("quick"):
+        notes.append("load/import: quick (tiny model)")
+    return notes
+
+
+def machine_summary(machines: dict[str, dict]) -> str:
+    loads = [m["load_average_1min"] for m in machines.values() if isinstance(m.get("load_average_1min"), (int, float))]
+    devices = sorted({str(m.get("device")) for m in machines.values() if m.get("device")}, key=len)[-1:]  # the most detailed
+    load = f"1-minute load average {min(loads):g}–{max(loads):g} when the scripts ended" if loads else "load not recorded"
+    return (f"**Machine:** {'; '.join(devices) or 'unknown'} — 2 CPU cores shared with other jobs (another engineer was training), "
+            f"{load}, no GPU. Absolute seconds are inflated and noisy; compare the ratios.")
+
+
+TARGETS = [  # (row key, target ratio, what else must hold)
+    ("caption.beam3", 2.0, "tokens identical where the 4.15 and 5.x beam rules agree"),
+    ("caption.greedy", 1.3, "tokens identical"),
+    ("retrieval.rerank", 5.0, "identical rankings"),
+    ("vqa.rank", 3.0, "identical answers"),
+    ("caption.bf16", 3.0, ">= 95% identical captions on the demo's trained caption model"),
+]
+
+
+def render(status: dict | None = None) -> str:
+    table = rows()
+    by_key = {r["key"]: r for r in table}
+    machines = {}
+    for name in SCRIPTS:
+        d = _load(name)
+        if d:
+            m = d.get("machine") or {k: d.get(k) for k in ("device", "cpu", "threads", "torch", "load_average_1min_at_end") if d.get(k) is not None}
+            machines[name] = m
+    quick = any((_load(n) or {}).get("quick") for n in SCRIPTS)
+    lines = ["# lavislite benchmarks", "",
+             "Generated by `python bench/run.py` (scripts in bench/, raw numbers in bench/results/*.json). "
+             "Both sides run in the same process on the same weights, interleaved, median of the repeats; "
+             "ratio = peer seconds / lavislite seconds (higher is better for lavislite).", "", machine_summary(machines), ""]
+    partial = partial_notes()
+    if partial:
+        lines += ["**Partial rows** (less than the issue's size or repeats; see *Machines* for each script's settings):", ""]
+        lines += [f"- {n}" for n in partial] + [""]
+    if quick:
+        lines += ["**Some results below come from `--quick` smoke runs (tiny models): their numbers are meaningless.**", ""]
+    lines += ["| workload | peer | peer s | lavislite s | ratio | outputs identical? | peak memory (peer / lavislite) |",
+              "|---|---|---:|---:|---:|---|---|"]
+    for r in table:
+        lines.append(f"| {r['workload']} | {r['peer']} | {_s(r['peer_s'])} | {_s(r['ours_s'])} | **{r['ratio']}×** | {r['same']} | {r['mem']} |")
+    lines += ["", "## Targets", "", "| target | measured | met? |", "|---|---|---|"]
+    for key, want, cond in TARGETS:
+        r = by_key.get(key)
+        if r is None:
+            lines.append(f"| {key} ≥ {want}×, {cond} | not run | – |")
+            continue
+        ok = isinstance(r["ratio"], (int, float)) and r["ratio"] >= want and not r["same"].startswith("NO") and "mismatch" not in r["same"]
+        if key == "caption.bf16":
+            verdict = ("speed met" if ok else "speed NOT met") + "; agreement not measured on the trained model"
+        else:
+            verdict = "yes" if ok else "no"
+        lines.append(f"| {key} ≥ {want}×, {cond} | {r['ratio']}×, {r['same']} | {verdict} |")
+    lines += ["", "## Machines", ""]
+    for name, m in machines.items():
+        lines.append(f"- `{name}`: " + ", ".join(f"{k}={v}" for k, v in m.items()))
+    if status:
+        lines += ["", "## This run", ""] + [f"- `{n}`: exit {s['rc']}, {s['seconds']} s, `{s['command']}`" for n, s in status.items()]
+    notes = HERE / "NOTES.md"
+    if notes.is_file():
+        lines += ["", notes.read_text(encoding="utf-8").strip()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default=",".join(SCRIPTS))
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar='NAME="FLAGS"', help="extra flags for one script")
+    args = ap.parse_args(argv)
+    names = [n for n in args.only.split(",") if n]
+    unknown = [n for n in names if n not in SCRIPTS]
+    if unknown:
+        ap.error(f"unknown workload(s) {unknown}; choose from {list(SCRIPTS)}")
+    extra = {}
+    for item in args.set:
+        name, _, flags = item.partition("=")
+        extra[name] = shlex.split(flags)
+    status = None if args.report_only else run_scripts(names, args.quick, extra)
+    REPORT.write_text(render(status), encoding="utf-8")
+    print(f"wrote {REPORT}")
+    return 0 if status is None or all(s["rc"] == 0 for s in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
