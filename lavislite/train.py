@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run(args.cfg_path, args.options, resume=args.resume, evaluate=args.evaluate)
+        # Every rank reaches this point before any tears the group down: rank 0 hosts the store, and a
+        # peer still talking to it when it goes away aborts in gloo's C++ threads (SIGABRT at exit).
+        dist.barrier()
     except LavisliteError as exc:
         dist.report_failure(exc)
         return 2
