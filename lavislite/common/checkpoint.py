@@ -22,7 +22,7 @@ import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -268,6 +268,7 @@ def load_checkpoint(
     *,
     strict: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    build_fresh: Callable[[], nn.Module] | None = None,
 ) -> LoadReport:
     """Load ``source`` (URL, file, directory, hub id or a state dict) into ``model``.
 
@@ -275,7 +276,12 @@ def load_checkpoint(
     ``*pos_embed`` to the model's patch grid, drops other shape-mismatched keys (they stay as
     initialised) and loads the rest. Missing / unexpected / mismatched keys are logged as warnings;
     with ``strict=True`` any of them raises ``CheckpointError`` before the model is touched.
-    Parameters sharing storage (tied weights) count as loaded when any one of their names is present.
+    Tied weights (one tensor under several names) count as loaded when any one of their names is present.
+
+    A model built on the meta device (``BaseModel.build_and_load``: no random init that the checkpoint
+    would overwrite) takes the checkpoint's tensors as its own (``assign``, no copy; a memory-mapped
+    ``.pth`` is paged in on use); tied weights are re-tied, and every tensor the checkpoint does not
+    cover is taken from ``build_fresh()``, a normally initialised twin of the model.
     """
     label = "<state dict>" if isinstance(source, Mapping) else str(source)
     sd = dict(source) if isinstance(source, Mapping) else read_state_dict(source, cache_dir=cache_dir)
@@ -302,7 +308,7 @@ def load_checkpoint(
         report.mismatched.append((key, tuple(sd[key].shape), tuple(target.shape)))
         del sd[key]
 
-    tied = {name: group for group in tied_groups(model_state) for name in group}
+    tied = {name: group for group in _tied_names(model) for name in group}
     present = set(sd)
 
     def really_missing(key: str) -> bool:
@@ -313,13 +319,69 @@ def load_checkpoint(
         unexpected = [k for k in sd if k not in model_state]
         _raise_if_unfit(model, label, missing, unexpected, report.mismatched)
 
-    result = model.load_state_dict(sd, strict=False)
+    if any(t.is_meta for _, t in _named_tensors(model)):
+        result = _load_into_meta(model, sd, model_state, build_fresh)
+    else:
+        result = model.load_state_dict(sd, strict=False)
     report.missing = [k for k in result.missing_keys if really_missing(k)]
     report.unexpected = list(result.unexpected_keys)
     if strict:  # load hooks of custom modules can change the picture; re-check with the real result
         _raise_if_unfit(model, label, report.missing, report.unexpected, report.mismatched)
     _log(report, model)
     return report
+
+
+def _named_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer under every name it has (tied ones repeated)."""
+    yield from model.named_parameters(remove_duplicate=False)
+    yield from model.named_buffers(remove_duplicate=False)
+
+
+def _tied_names(model: nn.Module) -> list[list[str]]:
+    """Groups of names (2+) of one tensor object: the LM head tied to the word embeddings, shared modules."""
+    groups: dict[int, list[str]] = defaultdict(list)
+    for name, t in _named_tensors(model):
+        groups[id(t)].append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _set_tensor(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    owner, _, leaf = name.rpartition(".")
+    module = model.get_submodule(owner)
+    (module._parameters if leaf in module._parameters else module._buffers)[leaf] = tensor
+
+
+def _load_into_meta(model: nn.Module, sd: StateDict, model_state: StateDict, build_fresh: Callable[[], nn.Module] | None) -> Any:
+    """Load a meta-device model: the checkpoint's tensors become its tensors; the rest come from ``build_fresh()``."""
+    ties = _tied_names(model)  # assign=True gives every name its own Parameter: re-tie below
+    group_of = {name: i for i, names in enumerate(ties) for name in names}
+    seen: dict[tuple, Any] = {}
+    for key, value in list(sd.items()):
+        target = model_state.get(key)
+        if target is not None and value.dtype != target.dtype:
+            value = sd[key] = value.to(target.dtype)
+        # one checkpoint tensor under two untied names (e.g. NLVR's twin cross-attention) must not share memory
+        view = (value.data_ptr(), value.shape, value.stride(), value.dtype)
+        if value.numel() and seen.setdefault(view, group_of.get(key, key)) != group_of.get(key, key):
+            sd[key] = value.clone()
+    result = model.load_state_dict(sd, strict=False, assign=True)
+    current = dict(_named_tensors(model))
+    for names in ties:
+        loaded = [n for n in names if not current[n].is_meta]
+        if loaded:  # the plain path copies every name into one tensor: the last one loaded wins
+            for n in names:
+                _set_tensor(model, n, current[loaded[-1]])
+    left = [name for name, t in _named_tensors(model) if t.is_meta]
+    if left:
+        if build_fresh is None:
+            raise CheckpointError(
+                f"{type(model).__name__} was built on the meta device, but the checkpoint does not cover "
+                f"{summarize_keys(left)} and no build_fresh() was given to initialise them"
+            )
+        fresh = dict(_named_tensors(build_fresh()))  # tied names of the fresh model are one object: ties kept
+        for name in left:
+            _set_tensor(model, name, fresh[name])
+    return result
 
 
 def _interpolate(pos_embed: torch.Tensor, model_shape: torch.Size) -> torch.Tensor | None:

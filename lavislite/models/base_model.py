@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -68,18 +68,49 @@ class BaseModel(nn.Module):
 
         return load_checkpoint(self, source, strict=strict, **kwargs)
 
-    def load_checkpoint_from_config(self, cfg: Any) -> Any:
-        """Load ``checkpoint`` if given, else ``finetuned`` or ``pretrained`` as the config says."""
+    @staticmethod
+    def checkpoint_source(cfg: Any) -> Any:
+        """``checkpoint`` if given, else ``finetuned`` or ``pretrained`` as the config says, else None."""
         source = cfg.get("checkpoint")
         if not source:
             if cfg.get("load_finetuned", False) and cfg.get("finetuned"):
                 source = cfg.finetuned
             elif cfg.get("load_pretrained", False) and cfg.get("pretrained"):
                 source = cfg.pretrained
+        return source or None
+
+    def load_checkpoint_from_config(self, cfg: Any, **kwargs: Any) -> Any:
+        """Load the config's checkpoint (:meth:`checkpoint_source`), if any."""
+        source = self.checkpoint_source(cfg)
         if not source:
             logger.info("%s: no checkpoint requested; weights stay randomly initialised", type(self).__name__)
             return None
-        return self.load_checkpoint(source, strict=bool(cfg.get("strict_load", False)))
+        return self.load_checkpoint(source, strict=bool(cfg.get("strict_load", False)), **kwargs)
+
+    @classmethod
+    def build_and_load(cls, cfg: Any, build: Callable[[], "BaseModel"], *, skip_init: bool = True) -> "BaseModel":
+        """``build()`` the model, then load the config's checkpoint: the body of every ``from_config``.
+
+        When a checkpoint is given (and ``skip_init``), the modules are built on the meta device, so no
+        time goes into random weights the checkpoint overwrites; the loader hands them the checkpoint's
+        tensors. Whatever the checkpoint does not cover is initialised exactly as the plain path would
+        (``build()`` again, from the same random state). The loaded weights equal those of
+        ``build()`` + :meth:`load_checkpoint`.
+        """
+        if not (skip_init and cls.checkpoint_source(cfg)):
+            model = build()
+            model.load_checkpoint_from_config(cfg)
+            return model
+        rng = torch.random.get_rng_state()
+        with torch.device("meta"):
+            model = build()
+
+        def build_fresh() -> "BaseModel":
+            torch.random.set_rng_state(rng)  # nothing drew from it since: this continues the same stream
+            return build()
+
+        model.load_checkpoint_from_config(cfg, build_fresh=build_fresh)
+        return model
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Hook for the checkpoint loader: rewrite a foreign state dict before loading (e.g. NLVR)."""

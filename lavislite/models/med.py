@@ -214,19 +214,20 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        # official checkpoints store this buffer; the checkpoint loader drops it, so it is not persistent here
-        self.register_buffer("position_ids", torch.arange(config.max_position_embeddings).unsqueeze(0), persistent=False)
+        # official checkpoints also store a `position_ids` arange buffer; the checkpoint loader drops it and
+        # positions are made on the fly here (nothing to initialise when the model is built on the meta device)
+        self.max_positions = config.max_position_embeddings
 
     def forward(self, input_ids: Tensor | None = None, past_length: int = 0, inputs_embeds: Tensor | None = None) -> Tensor:
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
         length = inputs_embeds.shape[1]
-        if past_length + length > self.position_ids.shape[1]:
+        if past_length + length > self.max_positions:
             raise ValueError(
-                f"text of {past_length + length} tokens exceeds max_position_embeddings={self.position_ids.shape[1]}; "
+                f"text of {past_length + length} tokens exceeds max_position_embeddings={self.max_positions}; "
                 "truncate the text (tokenizer max_length) or shorten generation max_length"
             )
-        pos = self.position_ids[:, past_length : past_length + length]
+        pos = torch.arange(past_length, past_length + length, device=inputs_embeds.device)[None]
         x = inputs_embeds + self.position_embeddings(pos)
         return self.dropout(self.LayerNorm(x))
 
@@ -451,7 +452,8 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
-        self.apply(lambda m: _init_bert_weights(m, config.initializer_range))
+        if not self.embeddings.word_embeddings.weight.is_meta:  # meta-device build: the checkpoint brings the weights
+            self.apply(lambda m: _init_bert_weights(m, config.initializer_range))
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
@@ -606,7 +608,8 @@ class BertLMHeadModel(nn.Module):
         self.config = config
         self.bert = BertModel(config, add_pooling_layer=False)
         self.cls = BertOnlyMLMHead(config)
-        self.cls.apply(lambda m: _init_bert_weights(m, config.initializer_range))
+        if not self.cls.predictions.bias.is_meta:
+            self.cls.apply(lambda m: _init_bert_weights(m, config.initializer_range))
         self.tie_weights()
 
     def tie_weights(self) -> None:

@@ -65,7 +65,7 @@ class VisionTransformer(nn.Module):
         num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth grows with depth
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # stochastic depth grows with depth (cpu: also under a meta-device build)
         self.blocks = nn.ModuleList(
             [
                 Block(
@@ -85,9 +85,10 @@ class VisionTransformer(nn.Module):
         # init_std only matters when training from scratch (checkpoints overwrite it). Tiny models trained
         # from scratch need a larger one: at 0.02 the CLS token averages the patches near-uniformly and
         # image features start collapsed (pairwise cosine ~0.99), a saddle contrastive training sits on.
-        trunc_normal_(self.pos_embed, std=init_std)
-        trunc_normal_(self.cls_token, std=init_std)
-        self.apply(partial(_init_weights, std=init_std))
+        if not self.pos_embed.is_meta:  # a meta-device build waits for its checkpoint: nothing to draw
+            trunc_normal_(self.pos_embed, std=init_std)
+            trunc_normal_(self.cls_token, std=init_std)
+            self.apply(partial(_init_weights, std=init_std))
 
     @property
     def num_patches(self) -> int:

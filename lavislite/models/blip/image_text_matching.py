@@ -62,14 +62,12 @@ class BlipITM(RetrievalProtocolMixin, BlipBase):
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any = None) -> "BlipITM":
-        model = cls(
+        return cls.build_and_load(cfg, lambda: cls(
             **cls.backbone_kwargs(cfg, tokenizer),
             embed_dim=int(cfg.get("embed_dim", 256)),
             max_txt_len=int(cfg.get("max_txt_len", 35)),
             itm_first_token=str(cfg.get("itm_first_token", "enc")),
-        )
-        model.load_checkpoint_from_config(cfg)
-        return model
+        ))
 
     def _inputs(self, samples: dict) -> tuple[Tensor, list[str]]:
         image, texts = samples.get("image"), samples.get("text_input")

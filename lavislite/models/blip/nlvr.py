@@ -49,12 +49,10 @@ class BlipNLVR(BlipBase):
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any = None) -> "BlipNLVR":
-        model = cls(
+        return cls.build_and_load(cfg, lambda: cls(
             **cls.backbone_kwargs(cfg, tokenizer),
             num_classes=int(cfg.get("num_classes", 2)),
-        )
-        model.load_checkpoint_from_config(cfg)
-        return model
+        ))
 
     def adapt_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         """Initialise the twin cross-attention from single cross-attention weights (pretrain checkpoints).

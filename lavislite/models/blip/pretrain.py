@@ -117,29 +117,33 @@ class BlipPretrain(MomentumContrastiveBase):
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any = None) -> "BlipPretrain":
-        vit, width = cls.build_vision_encoder(cfg)
         med_extra = {}
         if cfg.get("text_vocab_size") is not None and "vocab_size" not in _plain(cfg.get("med_overrides")):
             med_extra["vocab_size"] = int(cfg.text_vocab_size)
-        model = cls(
-            visual_encoder=vit,
-            vision_width=width,
-            med_config=cls.build_med_config(cfg, **med_extra),
-            tokenizer=cls.tokenizer_source(cfg, tokenizer),
-            embed_dim=int(cfg.get("embed_dim", 256)),
-            queue_size=int(cfg.get("queue_size", 57600)),
-            momentum=float(cfg.get("momentum", 0.995)),
-            alpha=float(cfg.get("alpha", 0.4)),
-            temp=float(cfg.get("temp", 0.07)),
-            max_txt_len=int(cfg.get("max_txt_len", 30)),
-            label_smoothing=float(cfg.get("label_smoothing", 0.1)),
-            tie_text_weights=bool(cfg.get("tie_text_weights", True)),
-        )
         init_from = _plain(cfg.get("init_from"))
-        if init_from:
-            model.init_from(vit=init_from.get("vit"), bert=init_from.get("bert"))
-        model.load_checkpoint_from_config(cfg)
-        return model
+
+        def build() -> "BlipPretrain":
+            vit, width = cls.build_vision_encoder(cfg)
+            model = cls(
+                visual_encoder=vit,
+                vision_width=width,
+                med_config=cls.build_med_config(cfg, **med_extra),
+                tokenizer=cls.tokenizer_source(cfg, tokenizer),
+                embed_dim=int(cfg.get("embed_dim", 256)),
+                queue_size=int(cfg.get("queue_size", 57600)),
+                momentum=float(cfg.get("momentum", 0.995)),
+                alpha=float(cfg.get("alpha", 0.4)),
+                temp=float(cfg.get("temp", 0.07)),
+                max_txt_len=int(cfg.get("max_txt_len", 30)),
+                label_smoothing=float(cfg.get("label_smoothing", 0.1)),
+                tie_text_weights=bool(cfg.get("tie_text_weights", True)),
+            )
+            if init_from:
+                model.init_from(vit=init_from.get("vit"), bert=init_from.get("bert"))
+            return model
+
+        # init_from loads real weights before the checkpoint: no meta-device build then
+        return cls.build_and_load(cfg, build, skip_init=not init_from)
 
     # -- training ---------------------------------------------------------------------------------
     def forward(self, samples: dict) -> BlipOutput:

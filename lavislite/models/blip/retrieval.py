@@ -71,7 +71,7 @@ class BlipRetrieval(MomentumContrastiveBase):
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any = None) -> "BlipRetrieval":
-        model = cls(
+        return cls.build_and_load(cfg, lambda: cls(
             **cls.backbone_kwargs(cfg, tokenizer),
             embed_dim=int(cfg.get("embed_dim", 256)),
             queue_size=int(cfg.get("queue_size", 57600)),
@@ -80,9 +80,7 @@ class BlipRetrieval(MomentumContrastiveBase):
             temp=float(cfg.get("temp", 0.07)),
             negative_all_rank=bool(cfg.get("negative_all_rank", False)),
             max_txt_len=int(cfg.get("max_txt_len", 35)),
-        )
-        model.load_checkpoint_from_config(cfg)
-        return model
+        ))
 
     def forward(self, samples: dict) -> BlipOutput:
         """``samples``: ``image`` (B,3,H,W), ``text_input`` (B captions), ``image_id`` (B ints; same id = same

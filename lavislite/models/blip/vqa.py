@@ -72,13 +72,11 @@ class BlipVQA(BlipBase):
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any = None) -> "BlipVQA":
-        model = cls(
+        return cls.build_and_load(cfg, lambda: cls(
             **cls.backbone_kwargs(cfg, tokenizer),
             max_question_length=int(cfg.get("max_question_length", 35)),
             label_smoothing=float(cfg.get("label_smoothing", 0.1)),
-        )
-        model.load_checkpoint_from_config(cfg)
-        return model
+        ))
 
     # -- encoders ----------------------------------------------------------------------------
     def _image_embeds(self, samples: dict) -> Tensor:
