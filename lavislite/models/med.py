@@ -658,6 +658,9 @@ class BertLMHeadModel(nn.Module):
             use_cache=use_cache,
         )
         hidden = out.last_hidden_state
+        if labels is not None and not return_logits:
+            return LMOutput(loss=self._loss_at_targets(hidden, labels, reduction, label_smoothing), logits=None,
+                            past_key_values=out.past_key_values)
         if logits_last_only:
             hidden = hidden[:, -1:]
         logits = self.cls(hidden)
@@ -675,6 +678,18 @@ class BertLMHeadModel(nn.Module):
             if reduction == "none":
                 loss = loss.view(logits.shape[0], -1).sum(1)
         return LMOutput(loss=loss, logits=logits if return_logits else None, past_key_values=out.past_key_values)
+
+    def _loss_at_targets(self, hidden: Tensor, labels: Tensor, reduction: str, label_smoothing: float) -> Tensor:
+        """The shifted LM loss with the vocabulary projection run only where a target exists (not on padding,
+        prompts or the last position); the same values as projecting every position."""
+        targets = labels[:, 1:]
+        keep = targets != -100
+        token_loss = F.cross_entropy(
+            self.cls(hidden[:, :-1][keep]), targets[keep], reduction="none", label_smoothing=label_smoothing
+        )
+        if reduction == "none":  # per sequence, summed in position order (ignored positions add 0)
+            return token_loss.new_zeros(targets.shape).masked_scatter(keep, token_loss).sum(1)
+        return token_loss.sum() if reduction == "sum" else token_loss.mean()
 
 
 __all__ = [

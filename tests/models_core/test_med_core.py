@@ -258,3 +258,23 @@ def test_dropout_only_in_training():
         dec.train()
         c, d = dec(ids, encoder_hidden_states=img).logits, dec(ids, encoder_hidden_states=img).logits
     assert not torch.allclose(c, d)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_loss_only_at_target_positions_matches_full_logits(reduction):
+    """return_logits=False projects only the positions that have a target; same loss and gradients."""
+    dec = _decoder()  # eval: no dropout, gradients still flow
+    ids = _ids(3, 7)
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :2] = -100  # a prompt
+    losses, grads = [], []
+    for return_logits in (True, False):
+        dec.zero_grad()
+        out = dec(ids, mask, encoder_hidden_states=_images(3), labels=labels, reduction=reduction, return_logits=return_logits)
+        out.loss.sum().backward()
+        losses.append(out.loss.detach())
+        grads.append(dec.cls.predictions.transform.dense.weight.grad.clone())
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)

@@ -134,3 +134,18 @@ def test_input_errors(tiny_vqa, vqa_images):
         tiny_vqa.predict_answers({"text_input": QUESTIONS}, answer_list=ANSWERS)
     with pytest.raises(DataError, match="questions"):
         tiny_vqa.predict_answers({"image": vqa_images, "text_input": QUESTIONS[:2]}, answer_list=ANSWERS)
+
+
+def test_rank_by_length_runs_and_empty_answer(ranked_model, vqa_images):
+    """Candidates of many lengths (several decoder calls by width) and an answer with no token
+    ([DEC][SEP], scored by the shared [DEC] step alone) rank as the per-question reference does."""
+    model = ranked_model
+    answers = ["", "a very long answer with many words"] + ANSWERS
+    with torch.no_grad():
+        states, q_mask = model.encode_question({"image": vqa_images, "text_input": QUESTIONS})
+        ref_ids, ref_scores, ref_answers = reference_rank(model, states, q_mask, answers, len(answers))
+        ids, mask = model._tokenized_answers(answers)
+        topk_ids, scores = model.rank_answers(states, q_mask, ids, mask, len(answers))
+    assert torch.equal(topk_ids, ref_ids)
+    torch.testing.assert_close(scores, ref_scores, atol=1e-5, rtol=1e-5)
+    assert [answers[i] for i in topk_ids.gather(1, scores.argmax(1, keepdim=True)).squeeze(1).tolist()] == ref_answers

@@ -148,7 +148,7 @@ class BlipVQA(BlipBase):
         return ids, tok.attention_mask.to(self.device)
 
     # -- inference ---------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_answers(
         self,
         samples: dict,
@@ -211,9 +211,10 @@ class BlipVQA(BlipBase):
         """BLIP's ``rank_answer``: returns (topk_ids (B, k) indices into the answer list, scores (B, k)).
 
         The first-token probabilities of all candidates select ``k`` per question; each is scored by
-        ``-loss`` (label-smoothed token CE summed over the answer tokens and [SEP]). All ``B*k`` candidate
-        rows run in one decoder call, grouped per question (no repeated question states). ``k`` larger
-        than the list is clamped to the list size with a warning.
+        ``-loss`` (label-smoothed token CE summed over the answer tokens and [SEP]). The [DEC] position runs
+        once per question (cached); the ``B*k`` candidate rows run grouped per question on its cache (no
+        repeated question states), in a few decoder calls by length (little padding), the vocabulary
+        projection only where a target token is. ``k`` larger than the list is clamped with a warning.
         """
         n_ans = answer_ids.shape[0]
         if k > n_ans:
@@ -223,23 +224,45 @@ class BlipVQA(BlipBase):
             k = n_ans
         batch = question_states.shape[0]
         start = answer_ids[:1, :1].expand(batch, 1)  # [DEC]
-        logits = self.text_decoder(
-            start, encoder_hidden_states=question_states, encoder_attention_mask=question_atts, logits_last_only=True
-        ).logits[:, 0]
-        first_prob = F.softmax(logits.float(), dim=1).index_select(1, answer_ids[:, 1])
+        first = self.text_decoder(
+            start, encoder_hidden_states=question_states, encoder_attention_mask=question_atts,
+            use_cache=True, logits_last_only=True,
+        )
+        logits = first.logits[:, 0].float()
+        first_prob = F.softmax(logits, dim=1).index_select(1, answer_ids[:, 1])
         _, topk_ids = first_prob.topk(k, dim=1)  # (B, k)
 
-        flat = topk_ids.reshape(-1)
-        ids, atts = answer_ids[flat], answer_atts[flat]
-        # trim columns that are padding in every selected candidate (shorter decoder pass; same loss)
-        width = int(atts.sum(1).max())
-        ids, atts = ids[:, :width], atts[:, :width]
-        labels = ids.masked_fill(ids == self.tokenizer.pad_token_id, -100)
-        loss = self.text_decoder(
-            ids, atts, encoder_hidden_states=question_states, encoder_attention_mask=question_atts,
-            labels=labels, reduction="none", label_smoothing=self.label_smoothing, return_logits=False,
-        ).loss
-        return topk_ids, -loss.view(batch, k)
+        # Every candidate starts with [DEC], whose state depends on the question only: its loss term (the
+        # first answer token, label-smoothed as F.cross_entropy does) comes from the step above, and the
+        # candidates' remaining tokens run on its cached keys/values (cross-attention K/V once per question).
+        logp = F.log_softmax(logits, dim=1)
+        eps = self.label_smoothing
+        scores = (1 - eps) * logp.gather(1, answer_ids[topk_ids, 1]) + eps * logp.sum(1, keepdim=True) / logp.shape[1]
+
+        # The rest by length: the j-th shortest candidate of every question runs together, so a decoder
+        # call pads only to the longest of its rank, and rows stay grouped per question. Ranks of one width
+        # share a call; padding changes no score (masked keys, no target there).
+        lengths = answer_atts.sum(1)[topk_ids]  # (B, k)
+        order = lengths.argsort(dim=1, stable=True)
+        widths = lengths.gather(1, order).amax(0).tolist()  # non-decreasing over the ranks
+        start = 0
+        while start < k:
+            end = start + 1
+            while end < k and widths[end] == widths[start]:
+                end += 1
+            cols, width = order[:, start:end], widths[start]
+            if width > 2:  # [DEC] + one token is fully scored above
+                flat = topk_ids.gather(1, cols).reshape(-1)
+                ids, atts = answer_ids[flat, 1:width], answer_atts[flat, :width]
+                rows = torch.arange(batch, device=ids.device).repeat_interleave(end - start)
+                loss = self.text_decoder(
+                    ids, atts, past_key_values=first.past_key_values.reorder(rows),
+                    labels=ids.masked_fill(ids == self.tokenizer.pad_token_id, -100), reduction="none",
+                    label_smoothing=eps, return_logits=False,
+                ).loss
+                scores.scatter_add_(1, cols, loss.float().view(batch, -1).neg())
+            start = end
+        return topk_ids, scores
 
     def _tokenized_answers(self, answer_list: Sequence[str]) -> tuple[Tensor, Tensor]:
         """The answer list tokenized once ([DEC] first, padding longest), memoised per list content and device."""
