@@ -57,6 +57,29 @@ def test_pretrain_training_decreases_loss(build):
     assert m.text_encoder.encoder.layer[0].intermediate is m.text_decoder.bert.encoder.layer[0].intermediate
 
 
+@pytest.mark.parametrize("arch", ["blip_pretrain", "blip_retrieval"])
+def test_queue_size_zero_is_in_batch_itc(build, arch):
+    """queue_size 0: ITC over the batch's momentum features only (the demo trains from scratch this way)."""
+    import torch.nn.functional as F
+
+    m = build(arch, queue_size=0, momentum=0.0, alpha=0.0).eval()  # eval: no dropout, so online == momentum
+    assert m.image_queue.shape[1] == 0
+    samples = _samples()
+    if arch == "blip_retrieval":
+        samples = {**samples, "image_id": torch.arange(len(samples["text_input"]))}
+    out = m(samples)
+    with torch.no_grad():
+        _, ip = m.encode_image(samples["image"])
+        tp, _, _ = m.encode_text(samples["text_input"], max_length=m.max_txt_len)
+        logits = F.normalize(ip, dim=-1) @ F.normalize(tp, dim=-1).t() / m.temp
+        target = torch.arange(len(logits))
+        expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    assert float(out.loss_itc.detach()) == pytest.approx(float(expected), rel=1e-4)
+    assert int(m.queue_ptr_buffer) == 0
+    with pytest.raises(Exception, match="queue_size=-1"):
+        build(arch, queue_size=-1)
+
+
 def test_untied_option(build):
     m = build("blip_pretrain", tie_text_weights=False)
     assert m.shared_text_modules == []

@@ -263,8 +263,8 @@ class MomentumContrastiveBase(RetrievalProtocolMixin, BlipBase):
         use_idx_queue: bool = False,
     ) -> None:
         super().__init__(tokenizer)
-        if queue_size < 1:
-            raise DataError(f"queue_size={queue_size}; use a positive number of queued features (BLIP: 57600)")
+        if queue_size < 0:
+            raise DataError(f"queue_size={queue_size}; use a number of queued features >= 0 (BLIP: 57600; 0 = in-batch negatives only)")
         self.visual_encoder = visual_encoder
         self.text_encoder = text_encoder
         text_width = text_encoder.config.hidden_size
@@ -300,6 +300,8 @@ class MomentumContrastiveBase(RetrievalProtocolMixin, BlipBase):
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self, image_feat: Tensor, text_feat: Tensor, idxs: Tensor | None = None) -> None:
+        if self.queue_size == 0:
+            return
         queues = [self.image_queue, self.text_queue]
         values = [concat_all_gather(image_feat), concat_all_gather(text_feat)]
         if idxs is not None:
