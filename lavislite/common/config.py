@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -137,6 +138,9 @@ def _drop_renamed_processors(base: DictConfig, override: DictConfig) -> DictConf
     return out
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def validate_against(base: DictConfig, override: DictConfig, source: str, prefix: str = "") -> None:
     """Raise ConfigError if ``override`` has a key ``base`` lacks, or a value of the wrong type."""
     if _is_open(base) or _is_processor_spec(prefix):
@@ -156,6 +160,10 @@ def validate_against(base: DictConfig, override: DictConfig, source: str, prefix
             continue
         new = override[key]
         old = base[key] if not OmegaConf.is_missing(base, key) else None
+        if isinstance(old, float) and isinstance(new, str) and _FLOAT_TEXT.fullmatch(new.strip()):
+            # YAML 1.1 reads "2e-3" (no dot) as a string; where the key is a float, it means the number.
+            new = float(new)
+            override[key] = new
         if not _type_ok(old, new):
             raise ConfigError(
                 f"config key '{dotted}' in {source} must be {_type_name(old)} (default {old!r}), got {_type_name(new)} {new!r}"

@@ -93,6 +93,15 @@ def test_int_accepted_for_float(tmp_path):
     assert cfg.run.init_lr == 1
 
 
+def test_exponent_without_dot_is_a_float(tmp_path):
+    """YAML 1.1 reads 2e-3 as a string; for a float key it is the number (in yaml files and --options)."""
+    cfg = build_run_config(project(tmp_path, extra_run="  min_lr: 1e-6\n"), ["run.init_lr=2e-3"])
+    assert cfg.run.init_lr == 0.002 and isinstance(cfg.run.init_lr, float)
+    assert cfg.run.min_lr == 1e-6
+    with pytest.raises(ConfigError, match="run.init_lr.*float.*'2e-3x'"):
+        build_run_config(project(tmp_path), ["run.init_lr=2e-3x"])
+
+
 def test_unknown_top_level_section(tmp_path):
     path = write(tmp_path, "modle: {}\n")
     with pytest.raises(ConfigError, match="modle"):
