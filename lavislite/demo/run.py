@@ -114,14 +114,14 @@ def _video_qa_data(w: Any) -> list[str]:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("pretrain", "pre-training (ITC+ITM+LM)", "pretrain.yaml", _pretrain_data, epochs_quick=8, dataset="pretrain_json",
+    Stage("pretrain", "pre-training (ITC+ITM+LM)", "pretrain.yaml", _pretrain_data, epochs_quick=16, dataset="pretrain_json",
           quick_options=("run.warmup_steps=5",)),
     Stage("caption", "captioning fine-tune", "caption.yaml", _karpathy("coco_caption", gt=True), "pretrain", epochs_quick=2,
           dataset="coco_caption", quick_options=("run.warmup_steps=2", "run.num_beams=2")),
     Stage("retrieval", "retrieval fine-tune", "retrieval.yaml", _karpathy("coco_retrieval"), "pretrain", epochs_quick=2,
           dataset="coco_retrieval", quick_options=("run.warmup_steps=2",)),
-    Stage("vqa", "VQA fine-tune", "vqa.yaml", _vqa_data, "pretrain", epochs_quick=2, dataset="coco_vqa",
-          quick_options=("run.warmup_steps=2",)),
+    Stage("vqa", "VQA fine-tune", "vqa.yaml", _vqa_data, "pretrain", epochs_quick=4, dataset="coco_vqa",
+          quick_options=("run.warmup_steps=2", "run.init_lr=2.0e-3")),
     Stage("nlvr", "NLVR fine-tune", "nlvr.yaml", _nlvr_data, "pretrain", epochs_quick=2, dataset="nlvr",
           quick_options=("run.warmup_steps=2",)),
     Stage("video_retrieval", "zero-shot video retrieval", "video_retrieval.yaml", _video_retrieval_data, "retrieval",
