@@ -278,3 +278,19 @@ def test_loss_only_at_target_positions_matches_full_logits(reduction):
         grads.append(dec.cls.predictions.transform.dense.weight.grad.clone())
     torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+def test_half_precision_cpu_attention_matches_sdpa():
+    """bf16 on CPU uses two matmuls with fp32 scores instead of SDPA's flash kernel: same result within bf16 rounding."""
+    import torch.nn.functional as F
+
+    from lavislite.models.med import _half_attention_cpu
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 4, n, 16, generator=g) for n in (2, 9, 9))
+    mask = torch.zeros(3, 1, 1, 9)
+    mask[1, ..., 6:] = -1e4  # padded keys
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    got = _half_attention_cpu(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask.bfloat16())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=3e-2)
