@@ -92,6 +92,13 @@ def reference_generate_ids(model: BlipVQA, states, num_beams=3, max_len=10, min_
                     pad_token_id=tok.pad_token_id, num_beams=num_beams, max_length=max_len, min_length=min_len)
 
 
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return f"cpu: {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores visible)"
+    return "cpu"
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -143,6 +150,7 @@ def main(argv=None) -> dict:
     b = args.batch
     result = {
         "device": "cpu",
+        "cpu": _cpu_model(),
         "threads": torch.get_num_threads(),
         # other processes on the machine skew absolute times; both sides ran in turn in the same process
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
