@@ -36,15 +36,8 @@ logger = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parents[2] / "projects" / "demo"
 VOCAB_SIZE = 200  # WordPiece target; the world has ~70 words, so this keeps every word whole
 
-# The quick run (tests/CI): a smaller world and model, fewer steps. Everything else is the full demo.
+# The quick run (tests/CI): a smaller world and fewer steps; the model and everything else is the full demo's.
 QUICK_WORLD = {"n_train": 240, "n_val": 8, "n_test": 16, "n_videos": 8}
-QUICK_MODEL = [
-    "model.image_size=32",
-    "model.vit_overrides.embed_dim=64", "model.vit_overrides.depth=2",
-    "model.med_overrides.hidden_size=64", "model.med_overrides.num_hidden_layers=2",
-    "model.med_overrides.intermediate_size=128",
-]
-QUICK_IMAGE = 32
 
 
 @dataclass(frozen=True)
@@ -241,11 +234,10 @@ def run_demo(
             f"run.output_dir={(out / 'runs').resolve()}", f"run.seed={seed}", "run.num_workers=0",
         ]
         if quick:
-            common += [*QUICK_MODEL, "run.log_freq=2"]
+            common += ["run.log_freq=2"]
         checkpoints: dict[str, Path] = {}
         for k, stage in enumerate(selected, start=3):
             options = [*common, *stage.data(world), f"run.run_name={stage.name}"]
-            options += _processor_options(stage, QUICK_IMAGE) if quick else []
             if quick:
                 options += [*([f"run.max_epoch={stage.epochs_quick}"] if stage.log else []), *stage.quick_options]
             if stage.init_from is not None:
@@ -293,12 +285,6 @@ def _select(names: Sequence[str] | None) -> list[Stage]:
     if unknown:
         raise ConfigError(f"unknown demo stage(s) {unknown}; choose from {list(known)}")
     return [s for s in STAGES if s.name in set(names)]
-
-
-def _processor_options(stage: Stage, size: int) -> list[str]:
-    """Quick mode shrinks the images: every processor of the stage's dataset gets ``image_size``."""
-    splits = ("train", "eval") if stage.log else ("eval",)
-    return [f"datasets.{stage.dataset}.vis_processor.{s}.image_size={size}" for s in splits]
 
 
 def _export_weights(run_dir: Path) -> Path:
