@@ -189,7 +189,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole demo and return its metrics; see the module docstring for what is written.
 
-    ``quick``: a small world, model and schedule (for tests: about a minute on 2 cores).
+    ``quick``: a small world and a short schedule, same model (for tests: one to two minutes on 2 cores).
     ``threads``: torch intra-op threads (default: the usable cores, at most 8).
     ``world_dir``: where the shapes world goes (default: the lavislite cache, reused across runs).
     ``stages``: run only these stages (names from ``STAGES``; the ones they start from must be included).
