@@ -306,8 +306,12 @@ def build_run_config(cfg_path: str | Path, options: Iterable[str] | None = None)
     source = str(cfg_path)
 
     for key in project.keys():
-        if key not in ("model", "datasets", "run"):
-            raise ConfigError(f"unknown top-level section '{key}' in {source}; a project yaml has model:, datasets: and run:")
+        # preprocess: the model type's processors, present in every saved run config (which can be re-run)
+        if key not in ("model", "datasets", "run", "preprocess"):
+            raise ConfigError(
+                f"unknown top-level section '{key}' in {source}; a project yaml has model:, datasets:, run: "
+                "(and optionally preprocess:)"
+            )
 
     # Plugins first: the project may name models, builders or tasks that live in the user's modules.
     imports = list(_get(project, "run.imports") or []) + list(_get(cli, "run.imports") or [])

@@ -102,6 +102,16 @@ def test_exponent_without_dot_is_a_float(tmp_path):
         build_run_config(project(tmp_path), ["run.init_lr=2e-3x"])
 
 
+def test_a_saved_run_config_is_a_valid_project_yaml(tmp_path):
+    """The merged config written next to a run (with its preprocess: section) can be run again as it is."""
+    cfg = build_run_config(project(tmp_path), ["run.init_lr=0.5"])
+    saved = tmp_path / "saved" / "config.yaml"
+    saved.parent.mkdir()
+    OmegaConf.save(cfg, saved)
+    again = build_run_config(saved)
+    assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
+
+
 def test_unknown_top_level_section(tmp_path):
     path = write(tmp_path, "modle: {}\n")
     with pytest.raises(ConfigError, match="modle"):
