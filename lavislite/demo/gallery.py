@@ -130,17 +130,17 @@ def plot_gallery(world: Any, caption_dir: Path | None, vqa_dir: Path | None, pat
             if q["image"] in images and int(q["question_id"]) in pred:
                 truth = max(set(q["answer"]), key=q["answer"].count)
                 p = pred[int(q["question_id"])]
-                qa.setdefault(q["image"], []).append(f"Q: {q['question']}\nA: {p} {'(right)' if p == truth else f'(truth: {truth})'}")
+                qa.setdefault(q["image"], []).append(f"Q: {q['question']} A: {p} {'(right)' if p == truth else f'(truth: {truth})'}")
     cols = 4
     rows = (len(images) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 5.8 * rows), squeeze=False)  # room for ~7 text lines
     for ax, rel in zip(axes.flat, images):
         ax.imshow(Image.open(world.root / rel).convert("RGB"), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         cap = captions.get(_image_number(rel))
-        text = [textwrap.fill(f"caption: {cap}", 44)] if cap is not None else []
-        text += [textwrap.fill(t, 44, replace_whitespace=False) for t in qa.get(rel, [])[:2]]
+        text = [textwrap.fill(f"caption: {cap}", 48)] if cap is not None else []
+        text += [textwrap.fill(t, 48) for t in qa.get(rel, [])[:2]]
         ax.set_xlabel("\n".join(text), fontsize=8, loc="left")
         ax.set_title(Path(rel).stem, fontsize=8)
     for ax in list(axes.flat)[len(images):]:
