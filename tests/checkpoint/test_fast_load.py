@@ -13,16 +13,9 @@ from lavislite.common.checkpoint import load_checkpoint
 from lavislite.common.config import model_type_config
 from lavislite.common.errors import CheckpointError
 from lavislite.common.registry import registry
+from tests.tiny_blip import _one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
 
 TOKENIZER = object()  # the tiny models never tokenize here
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _build(arch: str, seed: int = 0, **overrides):

@@ -34,6 +34,27 @@ def captions_of(record: dict) -> list[str]:
     return [cap] if isinstance(cap, str) else list(cap)
 
 
+def retrieval_index(dataset: Any) -> tuple[list[str], list[list[int]], list[int]]:
+    """BLIP's re_eval layout of an image or video dataset: every caption of ``dataset.annotation`` cleaned
+    by ``dataset.text_processor`` (in record order), each item's indices into that list, and each caption's
+    item. A record without captions, or a caption the processor rejects, is a DataError naming the record."""
+    text: list[str] = []
+    item2txt: list[list[int]] = []
+    txt2item: list[int] = []
+    for i, rec in enumerate(dataset.annotation):
+        if "caption" not in rec:
+            raise DataError(f"{dataset.where(i)}: field 'caption' is missing; retrieval evaluation needs the captions of every item")
+        item2txt.append([])
+        for cap in captions_of(rec):
+            try:
+                text.append(dataset.text_processor(cap))
+            except DataError as exc:
+                raise DataError(f"{dataset.where(i)}: field 'caption': {exc}") from exc
+            item2txt[-1].append(len(txt2item))
+            txt2item.append(i)
+    return text, item2txt, txt2item
+
+
 def coco_image_id(image: str) -> int:
     """BLIP's eval image id: the int after the last ``_`` of the file stem (``COCO_val2014_000000391895``)."""
     return int(Path(image).stem.split("_")[-1])
@@ -164,21 +185,7 @@ class ImageTextEvalDataset(BaseDataset):
     # -- retrieval (BLIP's re_eval_dataset layout) ------------------------------------------------
     @cached_property
     def _retrieval_index(self) -> tuple[list[str], list[list[int]], list[int]]:
-        text: list[str] = []
-        img2txt: list[list[int]] = []
-        txt2img: list[int] = []
-        for i, rec in enumerate(self.annotation):
-            if "caption" not in rec:
-                raise DataError(f"{self.where(i)}: field 'caption' is missing; retrieval evaluation needs the captions of every image")
-            img2txt.append([])
-            for cap in captions_of(rec):
-                try:
-                    text.append(self.text_processor(cap))
-                except DataError as exc:
-                    raise DataError(f"{self.where(i)}: field 'caption': {exc}") from exc
-                img2txt[-1].append(len(txt2img))
-                txt2img.append(i)
-        return text, img2txt, txt2img
+        return retrieval_index(self)
 
     @property
     def text(self) -> list[str]:

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 from lavislite.common.errors import DataError
 from lavislite.datasets.annotations import Field
 from lavislite.datasets.datasets.base_dataset import BaseDataset, collate_dicts
+from lavislite.datasets.datasets.caption_datasets import captions_of, retrieval_index
 from lavislite.datasets.datasets.vqa_datasets import answers_of
 
 VIDEO_FIELDS = (
@@ -69,11 +70,6 @@ def video_key(record: dict) -> str:
     return str(Path(str(record["video"])).with_suffix(""))
 
 
-def _captions(record: dict) -> list[str]:
-    cap = record["caption"]
-    return [cap] if isinstance(cap, str) else list(cap)
-
-
 class VideoDatasetBase(BaseDataset):
     """Shared by the video datasets: where a record's video is and how it becomes frames."""
 
@@ -109,7 +105,7 @@ class VideoTextTrainDataset(VideoDatasetBase):
         self._video_ids: list[int] = []
         for r, rec in enumerate(self.annotation):
             self._video_ids.append(ids.setdefault(video_rel_path(rec, self.video_ext), len(ids)))
-            self.items.extend((r, c) for c in range(len(_captions(rec))))
+            self.items.extend((r, c) for c in range(len(captions_of(rec))))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -122,7 +118,7 @@ class VideoTextTrainDataset(VideoDatasetBase):
         rec = self.annotation[r]
         return {
             "video": self.load_video(rec),
-            "text_input": self.text_processor(_captions(rec)[c]),
+            "text_input": self.text_processor(captions_of(rec)[c]),
             "video_id": self._video_ids[r],
             "instance_id": str(index),
         }
@@ -149,19 +145,7 @@ class VideoRetrievalEvalDataset(VideoDatasetBase):
 
     @cached_property
     def _retrieval_index(self) -> tuple[list[str], list[list[int]], list[int]]:
-        text: list[str] = []
-        vid2txt: list[list[int]] = []
-        txt2vid: list[int] = []
-        for i, rec in enumerate(self.annotation):
-            vid2txt.append([])
-            for cap in _captions(rec):
-                try:
-                    text.append(self.text_processor(cap))
-                except DataError as exc:
-                    raise DataError(f"{self.where(i)}: field 'caption': {exc}") from exc
-                vid2txt[-1].append(len(txt2vid))
-                txt2vid.append(i)
-        return text, vid2txt, txt2vid
+        return retrieval_index(self)
 
     @property
     def text(self) -> list[str]:
