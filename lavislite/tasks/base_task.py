@@ -41,6 +41,10 @@ class BaseTask:
     def setup_task(cls, cfg: Any) -> "BaseTask":
         return cls(cfg)
 
+    def run_key(self, key: str) -> Any:
+        """``run.<key>`` of the config, else this task's ``RUN_DEFAULTS[key]``."""
+        return self.run_cfg.get(key, self.RUN_DEFAULTS[key]) if self.run_cfg is not None else self.RUN_DEFAULTS[key]
+
     # -- building -----------------------------------------------------------------------------------
     def build_model(self, cfg: Any) -> nn.Module:
         """``registry.get_model_class(cfg.model.arch).from_config(cfg.model)``."""

@@ -46,9 +46,6 @@ class CaptionTask(BaseTask):
         super().__init__(cfg)
         self._gt_files: dict[str, Any] = {}
 
-    def run_key(self, key: str) -> Any:
-        return self.run_cfg.get(key, self.RUN_DEFAULTS[key]) if self.run_cfg is not None else self.RUN_DEFAULTS[key]
-
     # -- evaluation -------------------------------------------------------------------------------
     def evaluation(self, model: nn.Module, data_loader: Any, split: str) -> list[dict]:
         if self.run_key("report_metric"):

@@ -166,9 +166,6 @@ class RetrievalTask(TrainProgressMixin, BaseTask):
         super().__init__(cfg)
         self._splits: dict[str, dict[str, Any]] = {}
 
-    def run_key(self, key: str) -> Any:
-        return self.run_cfg.get(key, self.RUN_DEFAULTS[key]) if self.run_cfg is not None else self.RUN_DEFAULTS[key]
-
     def train_step(self, model: nn.Module, samples: dict[str, Any]) -> dict[str, Any]:
         return super().train_step(model, self.with_progress(samples))
 

@@ -149,9 +149,6 @@ class VideoRetrievalTask(BaseTask):
         super().__init__(cfg)
         self._splits: dict[str, dict[str, Any]] = {}
 
-    def run_key(self, key: str) -> Any:
-        return self.run_cfg.get(key, self.RUN_DEFAULTS[key]) if self.run_cfg is not None else self.RUN_DEFAULTS[key]
-
     def train_step(self, model: nn.Module, samples: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("the video_retrieval task evaluates zero-shot transfer only; set run.evaluate=true")
 

@@ -46,9 +46,6 @@ class VQATask(BaseTask):
         self._gts: dict[str, tuple[dict, dict | None] | None] = {}
         self._current_split: str | None = None
 
-    def run_key(self, key: str) -> Any:
-        return self.run_cfg.get(key, self.RUN_DEFAULTS[key]) if self.run_cfg is not None else self.RUN_DEFAULTS[key]
-
     # -- evaluation -------------------------------------------------------------------------------
     def evaluation(self, model: nn.Module, data_loader: Any, split: str) -> list[dict]:
         dataset = loader_dataset(data_loader, split)
