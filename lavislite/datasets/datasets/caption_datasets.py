@@ -34,25 +34,43 @@ def captions_of(record: dict) -> list[str]:
     return [cap] if isinstance(cap, str) else list(cap)
 
 
-def retrieval_index(dataset: Any) -> tuple[list[str], list[list[int]], list[int]]:
-    """BLIP's re_eval layout of an image or video dataset: every caption of ``dataset.annotation`` cleaned
-    by ``dataset.text_processor`` (in record order), each item's indices into that list, and each caption's
-    item. A record without captions, or a caption the processor rejects, is a DataError naming the record."""
-    text: list[str] = []
-    item2txt: list[list[int]] = []
-    txt2item: list[int] = []
-    for i, rec in enumerate(dataset.annotation):
-        if "caption" not in rec:
-            raise DataError(f"{dataset.where(i)}: field 'caption' is missing; retrieval evaluation needs the captions of every item")
-        item2txt.append([])
-        for cap in captions_of(rec):
-            try:
-                text.append(dataset.text_processor(cap))
-            except DataError as exc:
-                raise DataError(f"{dataset.where(i)}: field 'caption': {exc}") from exc
-            item2txt[-1].append(len(txt2item))
-            txt2item.append(i)
-    return text, item2txt, txt2item
+class RetrievalIndex:
+    """BLIP's re_eval layout of an image or video eval dataset (``annotation``, ``text_processor``, ``where``):
+    every caption cleaned by the eval text processor in record order, each item's caption indices and each
+    caption's item. A record without captions, or a caption the processor rejects, is a DataError naming it."""
+
+    @cached_property
+    def _retrieval_index(self) -> tuple[list[str], list[list[int]], list[int]]:
+        text: list[str] = []
+        item2txt: list[list[int]] = []
+        txt2item: list[int] = []
+        for i, rec in enumerate(self.annotation):
+            if "caption" not in rec:
+                raise DataError(f"{self.where(i)}: field 'caption' is missing; retrieval evaluation needs the captions of every item")
+            item2txt.append([])
+            for cap in captions_of(rec):
+                try:
+                    text.append(self.text_processor(cap))
+                except DataError as exc:
+                    raise DataError(f"{self.where(i)}: field 'caption': {exc}") from exc
+                item2txt[-1].append(len(txt2item))
+                txt2item.append(i)
+        return text, item2txt, txt2item
+
+    @property
+    def text(self) -> list[str]:
+        """Every caption, cleaned by the eval text processor, in record order."""
+        return self._retrieval_index[0]
+
+    @property
+    def img2txt(self) -> list[list[int]]:
+        """For each item (sample index), the indices into ``text`` of its captions."""
+        return self._retrieval_index[1]
+
+    @property
+    def txt2img(self) -> list[int]:
+        """For each entry of ``text``, the index of its item."""
+        return self._retrieval_index[2]
 
 
 def coco_image_id(image: str) -> int:
@@ -138,7 +156,7 @@ class ImageTextTrainDataset(BaseDataset):
         return collate_dicts(samples, long_keys=("image_id",) if self.image_id_as_tensor else ())
 
 
-class ImageTextEvalDataset(BaseDataset):
+class ImageTextEvalDataset(RetrievalIndex, BaseDataset):
     """One sample per image; exposes ``gt_file`` (captioning) and ``text``/``img2txt``/``txt2img`` (retrieval)."""
 
     FIELDS = EVAL_FIELDS
@@ -181,26 +199,6 @@ class ImageTextEvalDataset(BaseDataset):
             logger.info("wrote the caption ground truth %s", path)
         self._gt_file = path
         return path
-
-    # -- retrieval (BLIP's re_eval_dataset layout) ------------------------------------------------
-    @cached_property
-    def _retrieval_index(self) -> tuple[list[str], list[list[int]], list[int]]:
-        return retrieval_index(self)
-
-    @property
-    def text(self) -> list[str]:
-        """Every caption, cleaned by the eval text processor, in record order."""
-        return self._retrieval_index[0]
-
-    @property
-    def img2txt(self) -> list[list[int]]:
-        """For each image (sample index), the indices into ``text`` of its captions."""
-        return self._retrieval_index[1]
-
-    @property
-    def txt2img(self) -> list[int]:
-        """For each entry of ``text``, the index of its image."""
-        return self._retrieval_index[2]
 
     def collater(self, samples: Sequence[dict]) -> dict[str, Any]:
         return collate_dicts(samples, long_keys=("index",))

@@ -23,14 +23,13 @@ tasks then leave that video (and its captions / questions) out and report how ma
 from __future__ import annotations
 
 import math
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
 from lavislite.common.errors import DataError
 from lavislite.datasets.annotations import Field
 from lavislite.datasets.datasets.base_dataset import BaseDataset, collate_dicts
-from lavislite.datasets.datasets.caption_datasets import captions_of, retrieval_index
+from lavislite.datasets.datasets.caption_datasets import RetrievalIndex, captions_of
 from lavislite.datasets.datasets.vqa_datasets import answers_of
 
 VIDEO_FIELDS = (
@@ -127,7 +126,7 @@ class VideoTextTrainDataset(VideoDatasetBase):
         return collate_dicts(samples, long_keys=("video_id",))
 
 
-class VideoRetrievalEvalDataset(VideoDatasetBase):
+class VideoRetrievalEvalDataset(RetrievalIndex, VideoDatasetBase):
     """One sample per video; ``text`` / ``vid2txt`` / ``txt2vid`` for text-video retrieval.
 
     MSR-VTT 1k-A has one caption per video, so ``vid2txt[i] == [i]`` and ``txt2vid[t] == t``; records with
@@ -143,27 +142,15 @@ class VideoRetrievalEvalDataset(VideoDatasetBase):
     def collater(self, samples: Sequence[dict]) -> dict[str, Any]:
         return collate_dicts(samples, long_keys=("index",))
 
-    @cached_property
-    def _retrieval_index(self) -> tuple[list[str], list[list[int]], list[int]]:
-        return retrieval_index(self)
-
-    @property
-    def text(self) -> list[str]:
-        """Every caption, cleaned by the eval text processor, in record order."""
-        return self._retrieval_index[0]
-
     @property
     def vid2txt(self) -> list[list[int]]:
         """For each video (sample index), the indices into ``text`` of its captions."""
-        return self._retrieval_index[1]
+        return self.img2txt
 
     @property
     def txt2vid(self) -> list[int]:
         """For each entry of ``text``, the index of its video."""
-        return self._retrieval_index[2]
-
-    img2txt = vid2txt
-    txt2img = txt2vid
+        return self.txt2img
 
     @property
     def video_ids(self) -> list[str]:
