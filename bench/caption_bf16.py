@@ -3,8 +3,8 @@ throughput with >= 95% identical captions on the demo's trained caption model).
 
 The model is either
 
-* trained here (default): the demo's caption model size (ViT 128 x 4 layers, patch 8, 64 px; MED 128 x 4
-  layers, 4 heads, FFN 512) on the demo's shapes world (``lavislite.demo.world.generate_world``, 2,000 train
+* trained here (default): the demo's caption model size (read from projects/demo/caption.yaml: ViT 64 x 2
+  layers, patch 8, 32 px; MED 64 x 2 layers, 4 heads, FFN 128) on the demo's shapes world (``lavislite.demo.world.generate_world``, 2,000 train
   images, 3 captions each, a WordPiece vocabulary trained on the world's texts, as ``lavislite demo`` does),
   from random init for ``--steps`` AdamW steps (batch 32, lr ``--lr``, warm-up then cosine, bf16 autocast
   with fp32 weights, as the demo's ``run.amp: bf16``); or
@@ -40,14 +40,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-# projects/demo/caption.yaml's model (kept here so the bench does not move with the demo's yaml)
-DEMO_CAPTION = {
-    "image_size": 64, "vit_drop_path_rate": 0.0,
-    "vit_overrides": {"embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 8, "init_std": 0.1},
-    "med_overrides": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 512,
-                      "max_position_embeddings": 64, "initializer_range": 0.1},
-    "prompt": "a picture of ", "max_txt_len": 40, "label_smoothing": 0.1,
-}
+DEMO_YAML = Path(__file__).resolve().parents[1] / "projects" / "demo" / "caption.yaml"
+
+
+def demo_caption_config() -> dict:
+    """projects/demo/caption.yaml's model options (read, so the bench measures the demo's current size)."""
+    from omegaconf import OmegaConf
+
+    model = OmegaConf.to_container(OmegaConf.load(DEMO_YAML).model)
+    return {k: v for k, v in model.items() if k not in ("arch", "model_type")}
+
+
 DEMO_GENERATE = {"num_beams": 3, "max_length": 40, "min_length": 8}
 DEMO_VOCAB_SIZE = 200  # lavislite demo: WordPiece target (every word of the world stays whole)
 MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
@@ -79,7 +82,7 @@ def train_demo_captioner(args, tmp: Path):
     world = generate_world(n_train=args.train_images, n_val=4, n_test=n_test, n_videos=2, num_frames=2)
     build_wordpiece_vocab(all_texts(world), DEMO_VOCAB_SIZE, tmp / "vocab")
     tok = init_tokenizer(tmp / "vocab")
-    over = copy.deepcopy(DEMO_CAPTION)
+    over = demo_caption_config()
     over["med_overrides"]["vocab_size"] = len(tok)
     torch.manual_seed(0)
     model = load_model("blip_caption", "tiny", is_eval=False, tokenizer=str(tmp / "vocab"), **over)

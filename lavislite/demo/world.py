@@ -32,11 +32,14 @@ from lavislite.demo.shapes import (
     render_clip, render_scene, sample_clip, sample_scene, save_image, write_video,
 )
 
-WORLD_VERSION = 1  # bump when the generator's output changes, so old caches are regenerated
+WORLD_VERSION = 2  # bump when the generator's output changes, so old caches are regenerated
 FULL_SIZES = {"n_train": 2000, "n_val": 100, "n_test": 100, "n_videos": 50}
 QUICK_SIZES = {"n_train": 40, "n_val": 12, "n_test": 12, "n_videos": 6}
 CAPTIONS_PER_IMAGE = {"train": 3, "val": 5, "test": 5}
 QUESTIONS_PER_IMAGE = {"train": 4, "val": 3, "test": 3}
+# NLVR sentences per image of the split, each with a true and a false pair (as dense as the VQA questions;
+# one per image left the 2-layer demo model memorising 4,000 pairs instead of learning the rules)
+STATEMENTS_PER_IMAGE = {"train": 4, "val": 2, "test": 2}
 QUESTIONS_PER_VIDEO = 3
 HELDOUT_FRACTION = 0.08  # of all (colour, shape, position) triples, never seen in train or val
 VQA_ANSWERS_PER_QUESTION = 10
@@ -534,7 +537,7 @@ def _write_world(root: Path, params: dict[str, Any]) -> dict[str, Any]:
     for split, name in (("train", "nlvr_train"), ("val", "nlvr_dev"), ("test", "nlvr_test")):
         rng = _stream(seed, f"nlvr/{split}")
         items = []
-        for _ in range(len(scenes[split])):
+        for _ in range(STATEMENTS_PER_IMAGE[split] * len(scenes[split])):
             sentence, true_pair, false_pair = make_statement_pairs(scenes[split], rng)
             labelled = [(true_pair, "True"), (false_pair, "False")]
             rng.shuffle(labelled)

@@ -29,13 +29,19 @@ logger = logging.getLogger(__name__)
 
 
 # -- precision ----------------------------------------------------------------------------------
+_FULL_PRECISION = ("none", "null", "false", "off", "fp32")
+
+
 def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
-    """``run.amp`` -> autocast dtype: bf16 anywhere; fp16 on CUDA only (CPU falls back to bf16)."""
-    if not amp:
+    """``run.amp`` -> autocast dtype: bf16 anywhere; fp16 on CUDA only (CPU falls back to bf16).
+
+    ``null``/``false`` and the strings ``none``, ``off``, ``fp32`` (as typed on a command line) mean full precision.
+    """
+    if not amp or str(amp).lower() in _FULL_PRECISION:
         return None
     amp = str(amp).lower()
     if amp not in ("bf16", "fp16"):
-        raise ConfigError(f"run.amp={amp!r}: use null, bf16 or fp16")
+        raise ConfigError(f"run.amp={amp!r}: use null (fp32), bf16 or fp16")
     if amp == "fp16" and device.type != "cuda":
         logger.warning("run.amp=fp16 needs CUDA; autocasting to bf16 on %s instead", device)
         return torch.bfloat16

@@ -162,3 +162,17 @@ def test_runner_reports_train_progress_to_tasks_that_ask(tmp_path, monkeypatch):
     monkeypatch.setattr(toys.ToyTask, "set_train_progress", lambda self, e, i, n: seen.append((e, i, n)), raising=False)
     run(str(project(tmp_path, max_epoch=2, valid_splits=[], test_splits=[])))
     assert seen == [(e, i, 8) for e in range(2) for i in range(8)]
+
+
+@pytest.mark.parametrize("value", [None, False, "none", "None", "off", "fp32", "null"])
+def test_amp_full_precision_spellings(value):
+    from lavislite.runners.loop import amp_dtype
+
+    assert amp_dtype(value, torch.device("cpu")) is None
+
+
+def test_amp_unknown_value_names_the_choices():
+    from lavislite.runners.loop import amp_dtype
+
+    with pytest.raises(ConfigError, match=r"run.amp='int8'.*null \(fp32\), bf16 or fp16"):
+        amp_dtype("int8", torch.device("cpu"))
