@@ -36,8 +36,11 @@ import _common as C  # noqa: E402
 WORKLOADS = ("beam3", "greedy", "beam3_decode", "greedy_decode", "beam3_415", "bf16")
 
 
-def build_pair(tmp: Path, quick: bool):
-    """(hf model, lavislite model, tokenizer, image size): same weights, eval mode."""
+def build_pair(tmp: Path, quick: bool, dropout: float = 0.1):
+    """(hf model, lavislite model, tokenizer, image size): same weights, eval mode.
+
+    ``dropout``: the text decoder's hidden and attention dropout on both sides (BLIP's 0.1; transformers'
+    BlipTextConfig defaults to 0.0); only training (bench/train_step.py) sees it."""
     from transformers import BlipConfig, BlipForConditionalGeneration
 
     from lavislite.api import load_model
@@ -48,7 +51,8 @@ def build_pair(tmp: Path, quick: bool):
     text = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, sep_token_id=tok.sep_token_id,
                 eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id, label_smoothing=0.1,
                 hidden_size=768, encoder_hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                num_attention_heads=12, hidden_act="gelu", layer_norm_eps=1e-12, max_position_embeddings=512)
+                num_attention_heads=12, hidden_act="gelu", layer_norm_eps=1e-12, max_position_embeddings=512,
+                hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     vision = dict(image_size=384, patch_size=16, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                   num_attention_heads=12, hidden_act="gelu", layer_norm_eps=1e-6)
     if quick:
@@ -58,11 +62,11 @@ def build_pair(tmp: Path, quick: bool):
     hf = BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision)).eval()
     initialise(hf)
     hf.save_pretrained(tmp / "hf")
-    over = {"tokenizer": str(tmp / "vocab"), "image_size": vision["image_size"]}
+    over = {"tokenizer": str(tmp / "vocab"), "image_size": vision["image_size"],
+            "med_overrides": {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}}
     if quick:
-        over.update(vit_overrides={"embed_dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0},
-                    med_overrides={"hidden_size": 64, "encoder_width": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                                   "num_attention_heads": 4})
+        over["vit_overrides"] = {"embed_dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0}
+        over["med_overrides"].update(hidden_size=64, encoder_width=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
     ours = load_model("blip_caption", "base_coco", checkpoint=str(tmp / "hf"), **over)
     check_configs(hf, ours, full_size=not quick)
     return hf, ours, tok, vision["image_size"]

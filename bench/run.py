@@ -30,7 +30,7 @@ SCRIPTS: dict[str, tuple[str, list[str]]] = {
     "vqa": ("vqa.py", ["--batch", "1", "--image-size", "64", "--k", "8"]),
     "retrieval": ("retrieval.py", ["--quick"]),
     "video_retrieval": ("video_retrieval.py", ["--videos", "2", "--frames", "1", "--k", "1", "--mem-k", "1"]),
-    "train_step": ("train_step.py", ["--batch", "1", "--steps", "1"]),
+    "train_step": ("train_step.py", ["--quick"]),
     "load": ("load.py", ["--quick"]),
     "caption_bf16": ("caption_bf16.py", ["--quick"]),
 }
@@ -165,18 +165,25 @@ def rows() -> list[dict]:
                         "mem": f"– / {mem['peak_mb']} MiB"})
     tr = _load("train_step")
     if tr:
-        runs = tr["runs"]
-        for head in ("pretrain", "caption"):
-            a, b = runs.get(f"{head}_fp32"), runs.get(f"{head}_bf16")
-            if a and not b:
-                out.append({"key": f"train.{head}", "workload": f"training step, {head}, batch {tr['batch']}, fp32 (bf16 not run)",
-                            "peer": "– (no peer)", "peer_s": None, "ours_s": a["median_s_per_step"], "ratio": "–",
-                            "same": "n/a", "mem": "–"})
-            if a and b:
-                out.append({"key": f"train.{head}", "workload": f"training step, {head} ({'ITC+ITM+LM' if head == 'pretrain' else 'LM'}), batch {tr['batch']}",
-                            "peer": "lavislite fp32 (bf16 autocast on the right)", "peer_s": a["median_s_per_step"],
-                            "ours_s": b["median_s_per_step"], "ratio": round(a["median_s_per_step"] / b["median_s_per_step"], 2),
-                            "same": "n/a (loss finite)", "mem": "–"})
+        runs, batch = tr["runs"], tr["batch"]
+        cap = runs.get("caption")
+        for amp in ("fp32", "bf16") if cap else ():
+            r, loss = cap[amp], cap["loss_eval"]
+            out.append({"key": f"train.caption_{amp}",
+                        "workload": f"training step, caption fine-tune (LM), ViT-B/16 @ {cap['image_size']}, batch {batch}, "
+                                    f"{'fp32' if amp == 'fp32' else 'bf16 autocast both sides'}",
+                        "peer": "transformers BlipForConditionalGeneration (same weights, ids, labels)",
+                        "peer_s": r["peer_time"]["median_s"], "ours_s": r["lavislite_time"]["median_s"], "ratio": r["ratio"],
+                        "same": f"loss {'equal' if loss['agree'] else 'DIFFERS'} (difference {loss['abs_diff']:.1e}, eval mode)",
+                        "mem": _mb(r["peer_time"].get("peak_mb"), r["lavislite_time"].get("peak_mb"))})
+        pre = runs.get("pretrain")
+        if pre:
+            out.append({"key": "train.pretrain",
+                        "workload": f"training step, pre-training (ITC+ITM+LM), ViT-B @ {pre['image_size']}, batch {batch}: "
+                                    "bf16 autocast vs fp32",
+                        "peer": "lavislite fp32 (transformers has no BLIP pre-training model)",
+                        "peer_s": pre["fp32"]["median_s"], "ours_s": pre["bf16"]["median_s"], "ratio": pre["bf16_speedup"],
+                        "same": "n/a (losses finite)", "mem": _mb(pre["fp32"].get("peak_mb"), pre["bf16"].get("peak_mb"))})
     load = _load("load")
     if load:
         r = load["runs"]["load"]
@@ -227,8 +234,11 @@ def partial_notes() -> list[str]:
         if vid.get("rerank_memory", {}).get("carried_over"):
             notes.append("video retrieval memory row: carried over from an earlier run (--skip-memory), not re-measured")
     tr = _load("train_step")
-    if tr and not any(k.endswith("_bf16") for k in tr.get("runs", {})):
-        notes.append("training step: fp32 only (bf16 not run), no peer")
+    if tr and (tr.get("quick") or tr.get("batch", 4) < 4 or tr.get("repeats", 3) < 3):
+        notes.append(f"training step: batch {tr.get('batch')}, {tr.get('repeats')} timed step(s) per side"
+                     f"{' (quick: tiny models)' if tr.get('quick') else ''}")
+    if tr and set(tr.get("runs", {})) != {"caption", "pretrain"}:
+        notes.append(f"training step: only {', '.join(tr.get('runs', {})) or 'nothing'} run")
     if not _load("load"):
         notes.append("load/import: not run")
     elif _load("load").get("quick"):

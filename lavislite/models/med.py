@@ -268,8 +268,8 @@ class BertSelfAttention(nn.Module):
         if group > 1:
             q = q.view(bk, group, h, length, d).transpose(1, 2).reshape(bk, h, group * length, d)
         dropout_p = self.dropout_p if self.training else 0.0
-        if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and not is_causal and dropout_p == 0.0:
-            out = _half_attention_cpu(q, k, v, attn_mask)
+        if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and not is_causal:
+            out = _half_attention_cpu(q, k, v, attn_mask, dropout_p)
         else:
             if attn_mask is not None and attn_mask.dtype != q.dtype:
                 attn_mask = attn_mask.to(q.dtype)
@@ -279,17 +279,21 @@ class BertSelfAttention(nn.Module):
         return out.transpose(1, 2).reshape(bq, length, h * d)
 
 
-def _half_attention_cpu(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
-    """``softmax(q k^T / sqrt(d) + mask) v`` with the scores and softmax in fp32, for bf16/fp16 on CPU.
+def _half_attention_cpu(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float = 0.0) -> Tensor:
+    """``dropout(softmax(q k^T / sqrt(d) + mask)) v`` with the scores and softmax in fp32, for bf16/fp16 on CPU.
 
     At the MED's sizes (a few queries per row when decoding, <= 40 text tokens) torch's CPU flash-attention
-    kernel is 2-4x slower in bf16 than these two batched matrix products (bench/NOTES.md); fp32 and GPU
-    inputs keep ``scaled_dot_product_attention``.
+    kernel is 2-4x slower in bf16 than these two batched matrix products, and with attention dropout
+    (training) SDPA's bf16 CPU path made a caption fine-tuning step's decoder 1.5x slower (bench/NOTES.md);
+    fp32 and GPU inputs keep ``scaled_dot_product_attention``.
     """
     scores = torch.matmul(q, k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5)
     if attn_mask is not None:
         scores = scores + attn_mask.float()
-    return torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)
+    probs = scores.softmax(dim=-1)
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, dropout_p)
+    return torch.matmul(probs.to(v.dtype), v)
 
 
 class BertOutput(nn.Module):

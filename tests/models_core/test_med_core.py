@@ -294,3 +294,17 @@ def test_half_precision_cpu_attention_matches_sdpa():
     got = _half_attention_cpu(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask.bfloat16())
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=3e-2)
+
+
+def test_half_precision_cpu_attention_dropout_is_unbiased():
+    """Training in bf16 on CPU keeps the matmul path with dropout on the fp32 probabilities: masks differ per
+    call, and their average is the dropout-free attention (inverted dropout scales the kept weights)."""
+    from lavislite.models.med import _half_attention_cpu
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, n, 8, generator=g).bfloat16() for n in (3, 5, 5))
+    plain = _half_attention_cpu(q, k, v, None).float()
+    torch.manual_seed(0)
+    samples = torch.stack([_half_attention_cpu(q, k, v, None, dropout_p=0.3).float() for _ in range(2000)])
+    assert not torch.equal(samples[0], samples[1])
+    torch.testing.assert_close(samples.mean(0), plain, atol=0.08, rtol=0.0)
