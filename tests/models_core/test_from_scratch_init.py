@@ -50,4 +50,4 @@ def test_contrastive_training_from_scratch_memorises_pairs_with_a_larger_init(to
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 1.5  # chance is ln 32 = 3.47; at init std 0.02 it stays there (collapsed features)
+    assert loss.item() < 1.5  # chance is ln 32 = 3.47; at init std 0.02 it stays there (collapsed features)
