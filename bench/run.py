@@ -256,8 +256,9 @@ def machine_summary(machines: dict[str, dict]) -> str:
         by_cpu.setdefault(named[0] if named else "cpu model not recorded", []).append(name)
     devices = [f"{cpu} ({', '.join(names)})" for cpu, names in by_cpu.items()]
     load = f"1-minute load average {min(loads):g}–{max(loads):g} when the scripts ended" if loads else "load not recorded"
-    return (f"**Machine:** {'; '.join(devices) or 'unknown'} — 2 CPU cores shared with other jobs (another engineer was training), "
-            f"{load}, no GPU. Absolute seconds are inflated and noisy; compare the ratios, each measured within one process.")
+    return (f"**Machine:** {'; '.join(devices) or 'unknown'} — 2 CPU cores, no GPU; {load} (a script's own threads "
+            "count: about its thread count when nothing else ran; more means the cores were shared, see *Machines* and "
+            "bench/NOTES.md). Compare the ratios, each measured within one process.")
 
 
 TARGETS = [  # (row key, target ratio, what else must hold)
