@@ -284,7 +284,7 @@ def _half_attention_cpu(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | Non
 
     At the MED's sizes (a few queries per row when decoding, <= 40 text tokens) torch's CPU flash-attention
     kernel is 2-4x slower in bf16 than these two batched matrix products, and with attention dropout
-    (training) SDPA's bf16 CPU path made a caption fine-tuning step's decoder 1.5x slower (bench/NOTES.md);
+    (training) SDPA's bf16 CPU path made a caption fine-tuning step's decoder 1.3-1.5x slower (bench/NOTES.md);
     fp32 and GPU inputs keep ``scaled_dot_product_attention``.
     """
     scores = torch.matmul(q, k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5)
