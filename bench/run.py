@@ -183,7 +183,9 @@ def rows() -> list[dict]:
                                     "bf16 autocast vs fp32",
                         "peer": "lavislite fp32 (transformers has no BLIP pre-training model)",
                         "peer_s": pre["fp32"]["median_s"], "ours_s": pre["bf16"]["median_s"], "ratio": pre["bf16_speedup"],
-                        "same": "n/a (losses finite)", "mem": _mb(pre["fp32"].get("peak_mb"), pre["bf16"].get("peak_mb"))})
+                        "same": (f"n/a (last losses fp32 {pre['last_loss']['fp32']}, bf16 {pre['last_loss']['bf16']})"
+                                 if "last_loss" in pre else "n/a"),
+                        "mem": _mb(pre["fp32"].get("peak_mb"), pre["bf16"].get("peak_mb"))})
     load = _load("load")
     if load:
         r = load["runs"]["load"]
