@@ -92,3 +92,32 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def read_stats(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def noise_detection(output_shards: Sequence[Path], truth: dict[str, Any]) -> dict[str, Any]:
+    """The filter as a noise detector, against ground truth (``truth``: web sample key -> noise label, None if clean).
+
+    A web text counts as removed unless the output shards keep it (an image whose texts were all removed is
+    absent from them). Precision: the share of removed texts that were noise; recall: the share of noisy
+    texts removed; also the recall per noise label and the share of clean texts kept.
+    """
+    import tarfile
+
+    kept: set[str] = set()
+    for shard in output_shards:
+        with tarfile.open(shard) as tar:
+            for m in tar.getmembers():
+                if m.name.endswith(".json"):
+                    meta = json.loads(tar.extractfile(m).read())
+                    if any(t["source"] == "web" and t["kept"] for t in meta["texts"]):
+                        kept.add(m.name[: -len(".json")])
+    noisy = {k for k, v in truth.items() if v is not None}
+    removed = set(truth) - kept
+    tp = len(removed & noisy)
+    labels = sorted({str(v) for v in truth.values() if v is not None})
+    return {
+        "web_texts": len(truth), "noisy": len(noisy), "removed": len(removed), "removed_noisy": tp,
+        "precision": tp / len(removed) if removed else None, "recall": tp / len(noisy) if noisy else None,
+        "clean_kept": len((set(truth) - noisy) & kept) / max(1, len(set(truth) - noisy)),
+        "recall_by_label": {lab: len({k for k in removed if truth[k] == lab}) / max(1, sum(v == lab for v in truth.values())) for lab in labels},
+    }
