@@ -14,13 +14,14 @@ __all__ = [
     "load_model",
     "load_preprocess",
     "load_model_and_preprocess",
+    "export_model",
     "model_zoo",
 ]
 
 
 def __getattr__(name: str):
     # The entry points pull in torch; resolve them on first use so `import lavislite` stays light.
-    if name in {"load_model", "load_preprocess", "load_model_and_preprocess", "model_zoo"}:
+    if name in {"load_model", "load_preprocess", "load_model_and_preprocess", "export_model", "model_zoo"}:
         from lavislite import api
 
         return getattr(api, name)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from omegaconf import DictConfig, OmegaConf
@@ -12,13 +14,46 @@ from lavislite.common.errors import ConfigError
 from lavislite.common.registry import registry
 
 
-def _build(name: str, model_type: str, checkpoint: str | None, overrides: Mapping[str, Any]) -> tuple[Any, DictConfig]:
-    model_cls = registry.get_model_class(name)
-    cfg = model_type_config(model_cls, model_type, overrides)
+def _config(name: Any, model_type: str | None, checkpoint: str | None, overrides: Mapping[str, Any]) -> DictConfig:
+    """The ``{model:, preprocess:}`` config of a registered type or of a model folder (``model_type`` None)."""
+    from lavislite.models import folder as model_folder
+    from lavislite.processors import sizes
+
+    if model_type is None:
+        found = model_folder.find(name)
+        if found is None:
+            raise ConfigError(_not_a_folder(name))
+        cfg = model_folder.load_config(found, overrides)
+    else:
+        cfg = model_type_config(registry.get_model_class(name), model_type, overrides)
     if checkpoint is not None:
-        # An explicit checkpoint replaces the finetuned/pretrained weights named in the yaml.
+        # An explicit checkpoint replaces the finetuned/pretrained weights named in the yaml (or the folder's).
         OmegaConf.update(cfg, "model.checkpoint", str(checkpoint), force_add=True)
-    return model_cls.from_config(cfg.model), cfg
+    image_size = cfg.model.get("image_size")
+    sizes.check_overrides(overrides, image_size)
+    cfg.preprocess = sizes.follow_image_size(cfg.get("preprocess"), image_size)
+    return cfg
+
+
+def _not_a_folder(name: Any) -> str:
+    from lavislite.models import folder as model_folder
+
+    path = Path(str(name)).expanduser()
+    if path.is_dir():
+        kind = " (a transformers BLIP directory: pass it as checkpoint= of a model type)" if (path / "config.json").is_file() else ""
+        return (f"{name} is not a lavislite model folder: no {model_folder.CONFIG_FILE} in it or in {model_folder.RUN_SUBDIR}/{kind}. "
+                f"Model folders are written by training runs and `lavislite export`; or give a model type: load_model(NAME, TYPE)")
+    if str(name) in registry.models:
+        types = ", ".join(registry.get_model_class(str(name)).model_types())
+        return f"load_model({name!r}) needs a model type as well ({types}), e.g. load_model({name!r}, {types.split(', ')[0]!r})"
+    return f"{name!r} is neither a model folder (no such directory) nor a registered model name; `lavislite models` lists the names"
+
+
+def _build(name: Any, model_type: str | None, checkpoint: str | None, overrides: Mapping[str, Any]) -> tuple[Any, DictConfig]:
+    cfg = _config(name, model_type, checkpoint, overrides)
+    model = registry.get_model_class(cfg.model.arch if model_type is None else name).from_config(cfg.model)
+    model._preprocess_cfg = cfg.preprocess  # what save_pretrained writes beside the weights
+    return model, cfg
 
 
 def _place(model: Any, is_eval: bool, device: Any, dtype: Any) -> Any:
@@ -38,17 +73,19 @@ def _place(model: Any, is_eval: bool, device: Any, dtype: Any) -> Any:
 
 
 def load_model(
-    name: str,
-    model_type: str,
+    name: str | os.PathLike,
+    model_type: str | None = None,
     is_eval: bool = True,
     device: Any = "cpu",
     checkpoint: str | None = None,
     dtype: Any = None,
     **overrides: Any,
 ) -> Any:
-    """Build a registered model type and load its weights.
+    """Build a registered model type, or a model folder, and load its weights.
 
-    ``overrides`` replace keys of the type's ``model:`` config (for example ``image_size=224``,
+    ``load_model("blip_caption", "base_coco")`` builds a registered type; ``load_model("path/to/folder")``
+    (no type) rebuilds the model a training run or ``export_model`` wrote there, weights, tokenizer and
+    processors included (a run directory holding ``model/`` works too). ``overrides`` replace keys of the type's ``model:`` config (for example ``image_size=224``,
     ``tokenizer="/models/bert-base-uncased"``, ``load_finetuned=False``); dotted keys starting with
     ``preprocess.`` reach the processors. ``checkpoint`` is a URL, a local ``.pth``/``.safetensors``
     file or a transformers BLIP directory/hub id, loaded instead of the yaml's weights.
@@ -84,18 +121,29 @@ def load_preprocess(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def load_model_and_preprocess(
-    name: str,
-    model_type: str,
+    name: str | os.PathLike,
+    model_type: str | None = None,
     is_eval: bool = True,
     device: Any = "cpu",
     checkpoint: str | None = None,
     dtype: Any = None,
     **overrides: Any,
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """``(model, vis_processors, txt_processors)`` for one model type, processors matching the model."""
+    """``(model, vis_processors, txt_processors)`` for one model type or model folder (see ``load_model``).
+
+    The image processors produce ``model.image_size`` px images: they follow the model's size.
+    """
     model, cfg = _build(name, model_type, checkpoint, overrides)
     vis, txt = load_preprocess(cfg.get("preprocess"))
     return _place(model, is_eval, device, dtype), vis, txt
+
+
+def export_model(model: Any, out_dir: str | os.PathLike, *, preprocess: Any = None) -> Path:
+    """Write ``model`` as a model folder (weights, config, processors, tokenizer) that ``load_model(out_dir)``
+    loads with no other argument. Same as ``model.save_pretrained(out_dir)``."""
+    from lavislite.models import folder as model_folder
+
+    return model_folder.save(model, out_dir, preprocess=preprocess)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,12 @@ def read_state_dict(source: str | os.PathLike, *, cache_dir: str | os.PathLike |
     if path.is_file():
         return _read_file(path)
     if path.is_dir():
+        from lavislite.models import folder as model_folder
+
+        found = model_folder.find(path)  # a lavislite model folder (or a run directory holding one): its weights
+        if found is not None:
+            model_folder.read_config(found)
+            return _read_file(found / model_folder.WEIGHTS_FILE)
         return _read_hf_dir(path, str(source))
     if isinstance(source, str) and _HUB_ID.match(source) and not source.endswith((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX)):
         return _read_hf_dir(_snapshot_hub(source, cache_dir), source)

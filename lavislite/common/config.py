@@ -253,20 +253,28 @@ def model_type_config(model_cls: Any, model_type: str, overrides: Mapping[str, A
     cfg = load_yaml(path)
     if "model" not in cfg:
         raise ConfigError(f"{path}: a model type yaml needs a top-level 'model:' section")
-    if overrides:
-        model_over: dict[str, Any] = {}
-        other = OmegaConf.create()
-        for key, value in overrides.items():
-            if value is None and key == "checkpoint":
-                continue
-            if key.startswith("preprocess.") or key.startswith("model."):
-                OmegaConf.update(other, key, value, merge=True, force_add=True)
-            else:
-                model_over[key] = value
-        if model_over:
-            other = OmegaConf.merge(other, {"model": model_over})
-        cfg = merge_validated(cfg, other, "keyword overrides")
-    return cfg
+    return apply_overrides(cfg, overrides, "keyword overrides")
+
+
+def apply_overrides(cfg: DictConfig, overrides: Mapping[str, Any] | None, source: str) -> DictConfig:
+    """``cfg`` (a ``{model:, preprocess:}`` config) with ``load_model``-style keyword overrides validated and merged.
+
+    A plain key is a key of the ``model`` section; ``model.``/``preprocess.`` dotted keys name their path.
+    """
+    if not overrides:
+        return cfg
+    model_over: dict[str, Any] = {}
+    other = OmegaConf.create()
+    for key, value in overrides.items():
+        if value is None and key == "checkpoint":
+            continue
+        if key.startswith("preprocess.") or key.startswith("model."):
+            OmegaConf.update(other, key, value, merge=True, force_add=True)
+        else:
+            model_over[key] = value
+    if model_over:
+        other = OmegaConf.merge(other, {"model": model_over})
+    return merge_validated(cfg, other, source)
 
 
 def to_kwargs(cfg: Any, cls: Any, *, skip: Iterable[str] = ("name",)) -> dict[str, Any]:

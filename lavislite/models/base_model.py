@@ -100,17 +100,27 @@ class BaseModel(nn.Module):
         if not (skip_init and cls.checkpoint_source(cfg)):
             model = build()
             model.load_checkpoint_from_config(cfg)
-            return model
-        rng = torch.random.get_rng_state()
-        with torch.device("meta"):
-            model = build()
+        else:
+            rng = torch.random.get_rng_state()
+            with torch.device("meta"):
+                model = build()
 
-        def build_fresh() -> "BaseModel":
-            torch.random.set_rng_state(rng)  # nothing drew from it since: this continues the same stream
-            return build()
+            def build_fresh() -> "BaseModel":
+                torch.random.set_rng_state(rng)  # nothing drew from it since: this continues the same stream
+                return build()
 
-        model.load_checkpoint_from_config(cfg, build_fresh=build_fresh)
+            model.load_checkpoint_from_config(cfg, build_fresh=build_fresh)
+        model._model_cfg = cfg  # what save_pretrained writes: the model rebuilds from it
         return model
+
+    def save_pretrained(self, out_dir: str | Path, *, preprocess: Any = None) -> Path:
+        """Write this model as a model folder that ``load_model(out_dir)`` loads with no other argument.
+
+        See :mod:`lavislite.models.folder` for the layout (weights, config, processors, tokenizer).
+        """
+        from lavislite.models import folder
+
+        return folder.save(self, out_dir, preprocess=preprocess)
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Hook for the checkpoint loader: rewrite a foreign state dict before loading (e.g. NLVR)."""
