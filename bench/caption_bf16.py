@@ -9,8 +9,8 @@ The model is either
   from random init for ``--steps`` AdamW steps (batch 32, lr ``--lr``, warm-up then cosine, bf16 autocast
   with fp32 weights, as the demo's ``run.amp: bf16``); or
 * a demo run's trained captioner: ``--run-dir <output>/runs/caption/<stamp>`` (its ``config.yaml`` gives the
-  model, tokenizer, test split and generation settings; weights from ``model_weights.pth`` /
-  ``checkpoint_best.pth``).
+  model, tokenizer, test split and generation settings; weights from ``checkpoint_best.pth`` /
+  ``model/model.safetensors`` / an older run's ``model_weights.pth``).
 
 Timed (interleaved, median): beam-3 captioning (the demo's max_len 40, min_len 8) of the test images in
 batches of ``--eval-batch``, image -> captions, by the fp32 model and by its bf16 copy
@@ -130,9 +130,9 @@ def demo_run_captioner(run_dir: Path):
     from lavislite.common.registry import registry
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    weights = next((run_dir / n for n in ("checkpoint_best.pth", "model_weights.pth") if (run_dir / n).is_file()), None)
+    weights = next((run_dir / n for n in ("checkpoint_best.pth", "model/model.safetensors", "model_weights.pth") if (run_dir / n).is_file()), None)
     if weights is None:
-        raise SystemExit(f"{run_dir} holds no checkpoint_best.pth or model_weights.pth")
+        raise SystemExit(f"{run_dir} holds no checkpoint_best.pth, model/model.safetensors or model_weights.pth")
     OmegaConf.update(cfg, "model.checkpoint", str(weights), force_add=True)
     model = registry.get_model_class(cfg.model.arch).from_config(cfg.model).eval().requires_grad_(False)
     ds = cfg.datasets.coco_caption

@@ -23,6 +23,7 @@ def run(cfg_path: str, options: Sequence[str] = (), *, resume: str | None = None
     """Build the config, task, model, datasets and runner; train or evaluate; return the summary."""
     from lavislite.common.config import build_run_config
     from lavislite.common.registry import registry
+    from lavislite.processors.sizes import check_run
     from lavislite.runners.runner_base import set_seed
     from lavislite.tasks import setup_task
 
@@ -32,6 +33,7 @@ def run(cfg_path: str, options: Sequence[str] = (), *, resume: str | None = None
     if evaluate:
         options.append("run.evaluate=true")
     cfg = build_run_config(cfg_path, options)
+    check_run(cfg)  # the datasets' image processors produce the model's image size
     set_seed(int(cfg.run.seed))  # same seed on every rank: identical initial weights
     task = setup_task(cfg)
     model = task.build_model(cfg)

@@ -10,6 +10,7 @@ Run directory (``out_dir``)::
 
     tokenizer/vocab.txt          WordPiece vocabulary trained on the world's texts
     runs/<stage>/<run_id>/       each stage's runner output (config, log, metrics.jsonl, predictions, checkpoints)
+                                 and model/, the trained model as a folder: --model <run_id dir> loads it
     demo_metrics.json            the table below as JSON (metrics, chance, floors, seconds per stage)
     demo_log.txt                 the full log of every stage
     loss_curves.png gallery.png retrieval.png
@@ -21,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import time
 from collections import Counter
@@ -162,6 +164,7 @@ class DemoResult:
     train: dict[str, dict[str, float]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     world: dict[str, Any] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)  # ready-to-paste commands using the trained models
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -256,7 +259,7 @@ def run_demo(
             if summary.get("train"):
                 result.train[stage.name] = {k2: float(v) for k2, v in summary["train"].items() if _is_number(v)}
             if stage.log:
-                checkpoints[stage.name] = _export_weights(run_dir)
+                checkpoints[stage.name] = _stage_weights(run_dir)
             say(f"      done in {secs:.0f} s: {_headline(stage.name, result.metrics[stage.name])}")
 
         result.seconds["total"] = time.perf_counter() - t_start
@@ -272,6 +275,12 @@ def run_demo(
             (out / "demo_metrics.json").write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n", encoding="utf-8")
     say("")
     say(format_table(result.table))
+    test_images = [p for p in world.images if "_test_" in p.name] or list(world.images)
+    result.commands = ready_commands(result.run_dirs, test_images[0]) if test_images else []
+    if result.commands:
+        say("\nthe trained models, ready to use (a run directory loads as --model with no other option):")
+        for line in result.commands:
+            say(f"  {line}")
     say(f"\ntotal {result.seconds['total'] / 60:.1f} min; metrics {out / 'demo_metrics.json'}"
         + (f"; pictures {', '.join(Path(p).name for p in result.files.values())}" if result.files else ""))
     return result
@@ -287,25 +296,41 @@ def _select(names: Sequence[str] | None) -> list[Stage]:
     return [s for s in STAGES if s.name in set(names)]
 
 
-def _export_weights(run_dir: Path) -> Path:
-    """The trained weights of a stage as ``{'model': state_dict}`` for the next stage's ``model.checkpoint``.
+def _stage_weights(run_dir: Path) -> Path:
+    """The model folder the stage's run wrote (``<run>/model/``): the next stage's ``model.checkpoint``.
 
-    The runner keeps ``checkpoint_best.pth`` only when there is a validation split; the demo validates
-    nothing (every split it reports is a held-out test split), so the weights come from the last
-    ``checkpoint_latest.pth`` (the full training state), saved on their own with the library's saver.
+    The demo validates nothing (every split it reports is a held-out test split), so the folder holds the
+    last weights. The run's ``checkpoint_latest.pth`` (optimizer state included) is not needed by the demo
+    and triples the disk use: it is deleted.
     """
-    from lavislite.common.checkpoint import read_state_dict, save_checkpoint
+    from lavislite.models.folder import RUN_SUBDIR, WEIGHTS_FILE
 
-    best = run_dir / "checkpoint_best.pth"
-    if best.is_file():
-        return best
-    latest = run_dir / "checkpoint_latest.pth"
-    if not latest.is_file():
-        raise DataError(f"{run_dir}: the stage wrote no checkpoint_latest.pth; see {run_dir / 'log.txt'}")
-    # read_state_dict unwraps the training state's "model" entry, with weights_only=True like every load
-    path = save_checkpoint(read_state_dict(latest), run_dir / "model_weights.pth")
-    latest.unlink()  # the optimizer state is not needed by the demo and doubles the disk use
-    return path
+    model_dir = run_dir / RUN_SUBDIR
+    if not (model_dir / WEIGHTS_FILE).is_file():
+        raise DataError(f"{run_dir}: the stage wrote no {RUN_SUBDIR}/{WEIGHTS_FILE}; see {run_dir / 'log.txt'}")
+    (run_dir / "checkpoint_latest.pth").unlink(missing_ok=True)
+    return model_dir
+
+
+def ready_commands(run_dirs: dict[str, str], image: Path | str) -> list[str]:
+    """Commands that use the trained models as they are, ready to paste (each run directory is a model folder)."""
+    def q(path: Any) -> str:
+        return shlex.quote(str(path))
+
+    out = []
+    if "caption" in run_dirs:
+        out.append(f"lavislite caption {q(image)} --model {q(run_dirs['caption'])}")
+    if "vqa" in run_dirs:
+        out.append(f"lavislite vqa {q(image)} \"what shape is on the left?\" --model {q(run_dirs['vqa'])}")
+    if "retrieval" in run_dirs:
+        run = q(run_dirs["retrieval"])
+        folder = q(Path(image).parent)
+        out += [f"lavislite retrieve --images {folder} --query \"a red circle on the left\" --model {run}",
+                f"lavislite match {q(image)} \"a red circle on the left\" --model {run}",
+                f"lavislite features {q(image)} --model {run}"]
+    if "caption" in run_dirs:
+        out.append(f"python -c \"import lavislite; print(lavislite.load_model_and_preprocess({str(run_dirs['caption'])!r}))\"")
+    return out
 
 
 def _is_number(v: Any) -> bool:

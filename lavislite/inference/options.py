@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from lavislite.common.errors import ConfigError
@@ -12,8 +13,9 @@ DTYPES = ("fp32", "bf16", "fp16")
 
 def add_model_options(p: argparse.ArgumentParser, default_model: str) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=default_model, metavar="NAME:TYPE",
-                   help=f"registered model and type (default {default_model}; `lavislite models` lists them)")
+    g.add_argument("--model", default=default_model, metavar="NAME:TYPE|FOLDER",
+                   help=f"registered model and type (default {default_model}; `lavislite models` lists them), or a model "
+                        "folder: a training run's directory or what `lavislite export` wrote")
     g.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="weights to load instead of the type's download: .pth/.safetensors file, transformers BLIP directory or URL")
     g.add_argument("--tokenizer", default=None, metavar="DIR",
@@ -40,9 +42,14 @@ def add_run_options(p: argparse.ArgumentParser, *, resumable: bool = True, batch
 
 
 def parse_model(spec: str) -> tuple[str, str]:
+    """``(name, type)`` of a ``--model NAME:TYPE`` (a model folder is recognised before this is called)."""
     name, sep, mtype = str(spec).partition(":")
     if not sep or not name or not mtype:
-        raise ConfigError(f"--model {spec!r}: write NAME:TYPE, e.g. blip_caption:base_coco (`lavislite models` lists them)")
+        if Path(spec).expanduser().exists() or "/" in str(spec):
+            raise ConfigError(f"--model {spec}: not a model folder (no lavislite_model.yaml in it or in its model/); give a "
+                              "folder written by a training run or `lavislite export`, or NAME:TYPE")
+        raise ConfigError(f"--model {spec!r}: write NAME:TYPE, e.g. blip_caption:base_coco (`lavislite models` lists them), "
+                          "or give a model folder")
     return name, mtype
 
 

@@ -26,13 +26,13 @@ def _takes_image_size(name: str) -> bool:
     return "image_size" in inspect.signature(cls.__init__).parameters
 
 
-def _vis_specs(section: Any, where: str) -> Iterator[tuple[str, DictConfig]]:
-    """``(dotted key, processor spec)`` of every split of a ``vis_processor`` mapping."""
+def _vis_specs(section: Any, where: str, named: bool = True) -> Iterator[tuple[str, DictConfig]]:
+    """``(dotted key, processor spec)`` of every split of a ``vis_processor`` mapping (``named``: with a processor name)."""
     if not isinstance(section, DictConfig):
         return
     for split in section.keys():
         spec = section.get(split)
-        if isinstance(spec, DictConfig) and spec.get("name"):
+        if isinstance(spec, DictConfig) and (spec.get("name") or not named):
             yield f"{where}.{split}", spec
 
 
@@ -55,20 +55,28 @@ def check_overrides(overrides: Mapping[str, Any] | None, image_size: Any) -> Non
     for key, value in overrides.items():
         if key.startswith("preprocess."):
             OmegaConf.update(flat, key, value, merge=True, force_add=True)
-    for key, spec in _vis_specs(OmegaConf.select(flat, "preprocess.vis_processor"), "preprocess.vis_processor"):
+    for key, spec in _vis_specs(OmegaConf.select(flat, "preprocess.vis_processor"), "preprocess.vis_processor", named=False):
         _check(f"{key}.image_size", spec.get("image_size"), image_size, "override image_size instead: the processors follow it")
 
 
 def check_run(cfg: DictConfig) -> None:
-    """Every image processor of a run's datasets produces the model's image size (or sets none)."""
+    """Every image processor a run uses (train: when it trains; eval: when it evaluates) produces the
+    model's image size, or sets none."""
     image_size = OmegaConf.select(cfg, "model.image_size", default=None)
-    if image_size is None:
+    run = cfg.get("run") or {}
+    used = set()
+    if run.get("train_splits") and not run.get("evaluate", False):
+        used.add("train")
+    if run.get("valid_splits") or run.get("test_splits"):
+        used.add("eval")
+    if image_size is None or not used:
         return
     for name, ds in (cfg.get("datasets") or {}).items():
         if not isinstance(ds, DictConfig):
             continue
         for key, spec in _vis_specs(ds.get("vis_processor"), f"datasets.{name}.vis_processor"):
-            _check(f"{key}.image_size", spec.get("image_size"), image_size, "set both to the same size")
+            if key.rsplit(".", 1)[-1] in used:
+                _check(f"{key}.image_size", spec.get("image_size"), image_size, "set both to the same size")
 
 
 def _check(key: str, value: Any, image_size: Any, fix: str) -> None:

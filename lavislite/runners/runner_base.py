@@ -182,7 +182,21 @@ class RunnerBase:
             save_latest()
         stream.close()
         tests = self._test(prog)
+        self._write_model_folder(prog, tested_best=bool(tests))
         return self._summary(prog, train_means, {**prog.valid_metrics, **tests})
+
+    def _write_model_folder(self, prog: ckpt.Progress, tested_best: bool) -> None:
+        """``<run_dir>/model/``: the trained model as a folder that loads by itself (best weights when
+        validation chose some, else the last), so ``--model <run_dir>`` needs no other option."""
+        from lavislite.models import folder
+
+        if prog.best_epoch is not None and not tested_best:  # _test already loaded the best weights otherwise
+            best = self.run_dir / ckpt.BEST
+            ckpt.load_model_state(self.model, _broadcast_model_state(best), best)
+        if dist.is_main_process():
+            out = folder.save(self.model, self.run_dir / folder.RUN_SUBDIR, model_config=self.cfg.model,
+                              preprocess=self.cfg.get("preprocess"), imports=list(self.run_cfg.get("imports") or []))
+            logger.info("model folder %s (load it with --model %s)", out, self.run_dir)
 
     def _validate(self, prog: ckpt.Progress) -> None:
         splits = list(self.run_cfg.valid_splits)
@@ -240,8 +254,12 @@ class RunnerBase:
         skipped = sum(dist.all_gather_object(local))  # every rank skips its own share of the data
         if skipped:
             logger.warning("%d bad samples were skipped (run.skip_bad_samples=true); see the warnings above", skipped)
+        from lavislite.models.folder import RUN_SUBDIR
+
+        model_dir = self.run_dir / RUN_SUBDIR if prog is not None else None
         summary = {
             "run_dir": str(self.run_dir),
+            "model_dir": str(model_dir) if model_dir is not None else None,
             "run_id": self.run_id,
             "select_metric": self._select_metric(),
             "best_metric": prog.best_metric if prog else None,
