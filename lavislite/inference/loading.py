@@ -47,7 +47,6 @@ def load(args: argparse.Namespace, device: torch.device | None = None) -> Loaded
     Weight and tokenizer failures are re-raised (same error type) with the flag that fixes them added.
     """
     from lavislite.api import load_model_and_preprocess
-
     from lavislite.models.folder import find
 
     folder = find(args.model)

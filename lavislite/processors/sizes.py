@@ -17,11 +17,12 @@ from lavislite.common.errors import ConfigError
 
 
 def _takes_image_size(name: str) -> bool:
+    from lavislite.common.errors import RegistryError
     from lavislite.common.registry import registry
 
     try:
         cls = registry.get_processor_class(name)
-    except Exception:  # an unknown name fails with its own message when the processor is built
+    except RegistryError:  # an unknown name fails with its own message when the processor is built
         return False
     return "image_size" in inspect.signature(cls.__init__).parameters
 
@@ -30,7 +31,7 @@ def _vis_specs(section: Any, where: str, named: bool = True) -> Iterator[tuple[s
     """``(dotted key, processor spec)`` of every split of a ``vis_processor`` mapping (``named``: with a processor name)."""
     if not isinstance(section, DictConfig):
         return
-    for split in section.keys():
+    for split in section:
         spec = section.get(split)
         if isinstance(spec, DictConfig) and (spec.get("name") or not named):
             yield f"{where}.{split}", spec

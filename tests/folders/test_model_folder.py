@@ -57,7 +57,7 @@ def test_round_trip_every_head(arch, vocab, tmp_path):
 
 def test_folder_loads_with_its_processors(caption_folder):
     model, folder = caption_folder
-    again, vis, txt = lavislite.load_model_and_preprocess(str(folder))
+    again, vis, _ = lavislite.load_model_and_preprocess(str(folder))
     assert _same_weights(model, again) and not again.training
     assert vis["eval"].image_size == 48 and vis["train"].image_size == 48
     image = Image.new("RGB", (20, 30), (200, 10, 10))
@@ -164,7 +164,7 @@ def test_image_size_reaches_the_processors(vocab):
 
 
 def test_a_contradicting_processor_size_is_refused(vocab):
-    path, n = vocab
+    path, _ = vocab
     with pytest.raises(ConfigError, match=r"preprocess.vis_processor.eval.image_size=48 contradicts model.image_size=64"):
         lavislite.load_model_and_preprocess("blip_caption", "tiny", tokenizer=str(path), image_size=64,
                                             **{"preprocess.vis_processor.eval.image_size": 48})
