@@ -46,6 +46,9 @@ def _not_a_folder(name: Any) -> str:
     if str(name) in registry.models:
         types = ", ".join(registry.get_model_class(str(name)).model_types())
         return f"load_model({name!r}) needs a model type as well ({types}), e.g. load_model({name!r}, {types.split(', ')[0]!r})"
+    arch, sep, mtype = str(name).partition(":")
+    if sep and arch in registry.models:
+        return f"load_model takes the name and the type apart: load_model({arch!r}, {mtype!r})"
     return f"{name!r} is neither a model folder (no such directory) nor a registered model name; `lavislite models` lists the names"
 
 

@@ -39,7 +39,7 @@ def _check(ld) -> None:
     from lavislite.common.errors import ConfigError
 
     if not hasattr(ld.model, "generate"):
-        raise ConfigError(f"--model {ld.name}:{ld.model_type} cannot caption (no generate); use a blip_caption type, e.g. blip_caption:base_coco")
+        raise ConfigError(f"--model {ld.label} cannot caption (no generate); use a blip_caption type, e.g. blip_caption:base_coco")
 
 
 def _caption_fn(args: argparse.Namespace, ld):

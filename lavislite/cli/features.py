@@ -62,7 +62,7 @@ def _check(ld) -> None:
     from lavislite.common.errors import ConfigError
 
     if not hasattr(ld.model, "extract_features"):
-        raise ConfigError(f"--model {ld.name}:{ld.model_type} has no extract_features; use blip_feature_extractor:base")
+        raise ConfigError(f"--model {ld.label} has no extract_features; use blip_feature_extractor:base")
 
 
 def _vectors(out, mode: str, kind: str):

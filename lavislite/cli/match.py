@@ -40,7 +40,7 @@ def _check(ld) -> None:
 
     if not hasattr(ld.model, "match_probability"):
         raise ConfigError(
-            f"--model {ld.name}:{ld.model_type} has no ITM/ITC match heads; use blip_image_text_matching:base or :large"
+            f"--model {ld.label} has no ITM/ITC match heads; use blip_image_text_matching:base or :large"
         )
 
 

@@ -48,7 +48,7 @@ def _check(ld) -> None:
     from lavislite.common.errors import ConfigError
 
     if not hasattr(ld.model, "predict_answers"):
-        raise ConfigError(f"--model {ld.name}:{ld.model_type} cannot answer questions; use a blip_vqa type, e.g. blip_vqa:vqav2")
+        raise ConfigError(f"--model {ld.label} cannot answer questions; use a blip_vqa type, e.g. blip_vqa:vqav2")
 
 
 def _answer_list(path: str) -> list[str]:

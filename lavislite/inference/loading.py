@@ -27,6 +27,12 @@ class Loaded:
     dtype: torch.dtype
     name: str
     model_type: str
+    folder: Any = None  # the model folder it came from, if any
+
+    @property
+    def label(self) -> str:
+        """How error messages name the model: ``NAME:TYPE``, or the folder and the head it holds."""
+        return f"{self.folder} (a {self.name} model)" if self.folder is not None else f"{self.name}:{self.model_type}"
 
     def to_model(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs on the model's device and in its dtype."""
@@ -73,7 +79,7 @@ def load(args: argparse.Namespace, device: torch.device | None = None) -> Loaded
         where = f"--checkpoint {args.checkpoint}" if args.checkpoint else f"the weights of {what}"
         raise type(exc)(f"{where}: {exc}") from exc
     _check_tokenizer(model, name, mtype)
-    return Loaded(model, vis, txt, device, dtype, name, mtype)
+    return Loaded(model, vis, txt, device, dtype, name, mtype, folder)
 
 
 # The head a command needs (a method) and the head it builds from a model folder whose own head lacks that

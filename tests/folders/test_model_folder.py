@@ -119,6 +119,10 @@ def test_other_directories_are_not_model_folders(tmp_path):
         lavislite.load_model(run)
     with pytest.raises(ConfigError, match="needs a model type"):
         lavislite.load_model("blip_caption")
+    with pytest.raises(ConfigError, match=r"load_model\('blip_caption', 'tiny'\)"):
+        lavislite.load_model("blip_caption:tiny")
+    with pytest.raises(ConfigError, match="neither a model folder"):
+        lavislite.load_model(tmp_path / "nowhere")
     with pytest.raises(CheckpointError):  # the checkpoint loader still reads transformers directories only
         lavislite.load_model("blip_caption", "tiny", checkpoint=str(hf))
 

@@ -79,6 +79,10 @@ def test_vqa_by_run_folder(runs, capsys):
     assert main(["vqa", str(images[0]), "what shape is on the left?", "--model", str(run_dirs["vqa"]), "--quiet"]) == 0
     rows = _jsonl(capsys)
     assert len(rows) == 1 and isinstance(rows[0]["answer"], str)
+    # a folder whose head cannot do the command: one line naming the folder and its head
+    assert main(["caption", str(images[0]), "--model", str(run_dirs["vqa"]), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot caption" in err and str(run_dirs["vqa"]) in err and "blip_vqa" in err and len(err.strip().splitlines()) == 1
 
 
 def test_match_retrieve_features_by_retrieval_run(runs, capsys):
