@@ -1,10 +1,14 @@
-"""MED: BLIP's BERT with cross-attention, one module for every BLIP text role.
+"""MED: BLIP's BERT with cross-attention, one module for every text role of the BLIP family.
 
 The same classes build the unimodal text encoder (``mode="text"``), the image-grounded encoder
-(``mode="multimodal"``), the image-grounded decoder (``BertLMHeadModel``, ``is_decoder=True``) and the
-NLVR2 twin cross-attention encoder (``MedConfig.num_cross_images=2``). Parameter names follow the
-original BLIP checkpoints (``embeddings.*``, ``encoder.layer.{i}.attention|crossattention|intermediate|
-output.*``, ``cls.predictions.*``), so official state dicts load under ``text_encoder.`` / ``text_decoder.``.
+(``mode="multimodal"``), the image-grounded decoder (``BertLMHeadModel``, ``is_decoder=True``), the
+NLVR2 twin cross-attention encoder (``MedConfig.num_cross_images=2``) and BLIP-2's Q-Former
+(``cross_attention_freq=2``, ``query_ffn=True``: learned query embeddings are prepended to the text, only
+the query rows cross-attend to the image and they take their own feed-forward branch
+``intermediate_query``/``output_query``). Parameter names follow the original BLIP/BLIP-2 checkpoints
+(``embeddings.*``, ``encoder.layer.{i}.attention|crossattention|intermediate[_query]|output[_query].*``,
+``cls.predictions.*``), so official state dicts load under ``text_encoder.`` / ``text_decoder.`` /
+``Qformer.bert.``.
 
 Attention runs through ``F.scaled_dot_product_attention`` with the original additive masks (self-attention
 ``(1-m)*-10000``, cross-attention ``(1-m)*-1e9``; ``-1e4`` in fp16). For generation the cache keeps the
@@ -69,6 +73,9 @@ class MedConfig:
     add_cross_attention: bool = True
     num_cross_images: int = 1  # 2 = NLVR2 twin cross-attention (self0/self1, dense0/dense1, merge_layer)
     merge_layer_start: int = 6  # twin config: layers >= this merge with a Linear(2H, H) instead of averaging
+    cross_attention_freq: int = 1  # layer i has cross-attention when i % freq == 0 (BLIP 1, BLIP-2's Q-Former 2)
+    query_ffn: bool = False  # Q-Former: a query-only FFN branch; only the query rows cross-attend
+    text_input: bool = True  # False = BLIP-2 stage-2 Q-Former: no word/position embeddings, no text FFN
 
     PRESETS: ClassVar[dict[str, str]] = {
         "med_base": "med_config.json",
@@ -83,7 +90,11 @@ class MedConfig:
             "eos_token_id", "sep_token_id", "is_decoder", "label_smoothing", "chunk_size_feed_forward",
         }
     )
-    _ALIASES: ClassVar[dict[str, str]] = {"encoder_hidden_size": "encoder_width"}  # transformers BlipTextConfig
+    _ALIASES: ClassVar[dict[str, str]] = {  # transformers BlipTextConfig / Blip2QFormerConfig names
+        "encoder_hidden_size": "encoder_width",
+        "cross_attention_frequency": "cross_attention_freq",
+        "use_qformer_text_input": "text_input",
+    }
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -94,6 +105,16 @@ class MedConfig:
             raise ConfigError(f"MedConfig: hidden_act={self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
         if self.num_cross_images not in (1, 2):
             raise ConfigError(f"MedConfig: num_cross_images={self.num_cross_images}; use 1, or 2 for NLVR2 twin cross-attention")
+        if not isinstance(self.cross_attention_freq, int) or self.cross_attention_freq < 1:
+            raise ConfigError(f"MedConfig: cross_attention_freq={self.cross_attention_freq!r}; use an integer >= 1 (1 = every layer)")
+        if self.query_ffn and self.num_cross_images != 1:
+            raise ConfigError("MedConfig: query_ffn=true (Q-Former) cannot be combined with num_cross_images=2 (NLVR2 twin cross-attention)")
+        if not self.text_input and not self.query_ffn:
+            raise ConfigError("MedConfig: text_input=false leaves only the query branch; it needs query_ffn=true")
+
+    def has_cross_attention(self, layer: int) -> bool:
+        """Whether encoder layer ``layer`` holds a cross-attention block."""
+        return self.add_cross_attention and layer % self.cross_attention_freq == 0
 
     @property
     def head_dim(self) -> int:
@@ -156,13 +177,18 @@ class MedKVCache:
     """Generation cache.
 
     ``self_kv[l]``: layer l's self-attention (k, v), (B_text, heads, T, head_dim), one row per text row.
-    ``cross_kv[l]``: layer l's cross-attention (k, v) per image, (B_img, heads, N, head_dim), computed once.
+    ``cross_kv[l]``: the cross-attention (k, v) per image of layer l, (B_img, heads, N, head_dim), computed
+    once; keyed by layer index, holding only the layers that have cross-attention (every
+    ``cross_attention_freq``-th).
     ``cross_masks``: the additive cross-attention mask per image, (B_img, 1, 1, N) or None (no padding).
+    ``num_queries``: how many of the cached positions are Q-Former queries (they lead the sequence and
+    carry no position embedding, so text positions continue from ``length - num_queries``).
     """
 
     self_kv: list[KV]
-    cross_kv: list[list[KV]] | None = None
+    cross_kv: dict[int, list[KV]] | None = None
     cross_masks: list[Tensor | None] | None = None
+    num_queries: int = 0
 
     @property
     def length(self) -> int:
@@ -180,7 +206,7 @@ class MedKVCache:
         """
         index = index.to(self.self_kv[0][0].device)
         self_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv]
-        return MedKVCache(self_kv, self.cross_kv, self.cross_masks)
+        return MedKVCache(self_kv, self.cross_kv, self.cross_masks, self.num_queries)
 
 
 def reorder_cache(past_key_values: MedKVCache, index: Tensor) -> MedKVCache:
@@ -206,19 +232,34 @@ class LMOutput:
 # modules
 # ------------------------------------------------------------------------------------------------
 class BertEmbeddings(nn.Module):
-    """Word + absolute position embeddings, LayerNorm, dropout (BLIP has no token-type embeddings)."""
+    """Word + absolute position embeddings, LayerNorm, dropout (BLIP has no token-type embeddings).
+
+    Q-Former query embeddings are prepended after the text sum (no position embedding) and pass the
+    same LayerNorm and dropout; a stage-2 Q-Former (``text_input=False``) has only the LayerNorm.
+    """
 
     def __init__(self, config: MedConfig) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        if config.text_input:
+            self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         # official checkpoints also store a `position_ids` arange buffer; the checkpoint loader drops it and
         # positions are made on the fly here (nothing to initialise when the model is built on the meta device)
         self.max_positions = config.max_position_embeddings
 
-    def forward(self, input_ids: Tensor | None = None, past_length: int = 0, inputs_embeds: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        past_length: int = 0,
+        inputs_embeds: Tensor | None = None,
+        query_embeds: Tensor | None = None,
+    ) -> Tensor:
+        if input_ids is None and inputs_embeds is None:  # queries only
+            return self.dropout(self.LayerNorm(query_embeds))
+        if not hasattr(self, "word_embeddings"):
+            raise ValueError("this MED has no text input (text_input=false, a stage-2 Q-Former); pass only query_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
         length = inputs_embeds.shape[1]
@@ -229,6 +270,8 @@ class BertEmbeddings(nn.Module):
             )
         pos = torch.arange(past_length, past_length + length, device=inputs_embeds.device)[None]
         x = inputs_embeds + self.position_embeddings(pos)
+        if query_embeds is not None:
+            x = torch.cat([query_embeds.to(x.dtype), x], dim=1)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -367,12 +410,17 @@ class BertIntermediate(nn.Module):
 
 
 class BertLayer(nn.Module):
-    """Self-attention, cross-attention (multimodal mode only), then the feed-forward block."""
+    """Self-attention, cross-attention (multimodal mode, layers that have it), then the feed-forward block.
+
+    With a query branch (``query_ffn``) the first ``num_queries`` rows are the Q-Former's queries: they
+    alone cross-attend and take ``intermediate_query``/``output_query``; the text rows take the text FFN.
+    """
 
     def __init__(self, config: MedConfig, layer_num: int) -> None:
         super().__init__()
         self.attention = BertAttention(config)
-        if config.add_cross_attention:
+        self.has_cross_attention = config.has_cross_attention(layer_num)
+        if self.has_cross_attention:
             twin = config.num_cross_images == 2
             self.crossattention = BertAttention(
                 config,
@@ -380,8 +428,13 @@ class BertLayer(nn.Module):
                 num_inputs=config.num_cross_images,
                 merge=twin and layer_num >= config.merge_layer_start,
             )
-        self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config, in_width=config.intermediate_size)
+        if config.text_input:
+            self.intermediate = BertIntermediate(config)
+            self.output = BertOutput(config, in_width=config.intermediate_size)
+        self.query_ffn = config.query_ffn
+        if config.query_ffn:
+            self.intermediate_query = BertIntermediate(config)
+            self.output_query = BertOutput(config, in_width=config.intermediate_size)
 
     def forward(
         self,
@@ -392,18 +445,47 @@ class BertLayer(nn.Module):
         cross_states: Sequence[Tensor | None] | None = None,
         cross_masks: Sequence[Tensor | None] | None = None,
         past_cross: list[KV] | None = None,
+        num_queries: int = 0,
     ) -> tuple[Tensor, KV, list[KV] | None]:
         k, v = self.attention.self.project_kv(hidden)
         if past_self is not None:
             k = torch.cat([past_self[0], k], dim=2)
             v = torch.cat([past_self[1], v], dim=2)
         hidden = self.attention(hidden, [(k, v)], [self_mask], is_causal)
+        cross = cross_masks is not None and self.has_cross_attention  # multimodal mode, a cross layer
+        if self.query_ffn:
+            return self._query_branch(hidden, (k, v), cross, cross_states, cross_masks, past_cross, num_queries)
         cross_kv = None
-        if cross_masks is not None:  # multimodal mode
+        if cross:
             cross_kv = past_cross if past_cross is not None else self.crossattention.project_kv(cross_states)
             hidden = self.crossattention(hidden, cross_kv, cross_masks)
         hidden = self.output(self.intermediate(hidden), hidden)
         return hidden, (k, v), cross_kv
+
+    def _query_branch(
+        self,
+        hidden: Tensor,
+        self_kv: KV,
+        cross: bool,
+        cross_states: Sequence[Tensor | None] | None,
+        cross_masks: Sequence[Tensor | None] | None,
+        past_cross: list[KV] | None,
+        num_queries: int,
+    ) -> tuple[Tensor, KV, list[KV] | None]:
+        """The Q-Former's split: queries cross-attend and take the query FFN, text takes the text FFN."""
+        cross_kv = None
+        parts = []
+        if num_queries:
+            queries = hidden[:, :num_queries]
+            if cross:
+                cross_kv = past_cross if past_cross is not None else self.crossattention.project_kv(cross_states)
+                queries = self.crossattention(queries, cross_kv, cross_masks)
+            parts.append(self.output_query(self.intermediate_query(queries), queries))
+        if hidden.shape[1] > num_queries:
+            text = hidden[:, num_queries:]
+            parts.append(self.output(self.intermediate(text), text))
+        hidden = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return hidden, self_kv, cross_kv
 
 
 class BertEncoder(nn.Module):
@@ -420,9 +502,11 @@ class BertEncoder(nn.Module):
         cross_masks: Sequence[Tensor | None] | None,
         past: MedKVCache | None,
         use_cache: bool,
+        num_queries: int = 0,
     ) -> tuple[Tensor, MedKVCache | None]:
         self_kv: list[KV] = []
-        cross_kv: list[list[KV]] = []
+        cross_kv: dict[int, list[KV]] = {}
+        past_cross = past.cross_kv if past is not None and past.cross_kv is not None else {}
         for i, layer in enumerate(self.layer):
             hidden, kv, ckv = layer(
                 hidden,
@@ -431,15 +515,19 @@ class BertEncoder(nn.Module):
                 past_self=past.self_kv[i] if past is not None else None,
                 cross_states=cross_states,
                 cross_masks=cross_masks,
-                past_cross=past.cross_kv[i] if past is not None and past.cross_kv is not None else None,
+                past_cross=past_cross.get(i),
+                num_queries=num_queries,
             )
             if use_cache:
                 self_kv.append(kv)
                 if ckv is not None:
-                    cross_kv.append(ckv)
+                    cross_kv[i] = ckv
         if not use_cache:
             return hidden, None
-        return hidden, MedKVCache(self_kv, cross_kv or None, list(cross_masks) if cross_masks is not None else None)
+        cached_queries = (past.num_queries if past is not None else 0) + num_queries
+        return hidden, MedKVCache(
+            self_kv, cross_kv or None, list(cross_masks) if cross_masks is not None else None, cached_queries
+        )
 
 
 class BertPooler(nn.Module):
@@ -471,11 +559,12 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
-        if not self.embeddings.word_embeddings.weight.is_meta:  # meta-device build: the checkpoint brings the weights
+        if not self.embeddings.LayerNorm.weight.is_meta:  # meta-device build: the checkpoint brings the weights
             self.apply(lambda m: _init_bert_weights(m, config.initializer_range))
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings.word_embeddings
+    def get_input_embeddings(self) -> nn.Embedding | None:
+        """The word embeddings (None for a stage-2 Q-Former, which has no text input)."""
+        return getattr(self.embeddings, "word_embeddings", None)
 
     def forward(
         self,
@@ -489,27 +578,43 @@ class BertModel(nn.Module):
         past_key_values: MedKVCache | None = None,
         use_cache: bool = False,
         inputs_embeds: Tensor | None = None,
+        query_embeds: Tensor | None = None,
     ) -> MedOutput:
-        """Encode (or decode, ``is_decoder=True``) a batch of token ids.
+        """Encode (or decode, ``is_decoder=True``) a batch of token ids, Q-Former queries, or both.
 
         ``attention_mask`` (B, T) covers the cached plus the new positions (or only the new ones; cached
-        positions then count as visible). ``mode="text"`` skips cross-attention; ``"multimodal"`` attends
-        to ``encoder_hidden_states`` (B_img, N, encoder_width), whose batch may divide the text batch
-        (rows grouped per image). For ``num_cross_images=2`` both image arguments are lists of two.
+        positions then count as visible); a 3-D mask (B, L_new, T) of 0/1 gives each new row its visible
+        columns and is used as given (``is_decoder`` then adds nothing). ``mode="text"`` skips
+        cross-attention; ``"multimodal"`` attends to ``encoder_hidden_states`` (B_img, N, encoder_width),
+        whose batch may divide the text batch (rows grouped per image). For ``num_cross_images=2`` both
+        image arguments are lists of two. ``query_embeds`` (B, Q, hidden) lead the sequence (``query_ffn``
+        configs only); in a query-branch MED only the query rows cross-attend.
         """
         if mode not in ("text", "multimodal"):
             raise ConfigError(f"BertModel mode={mode!r}; use 'text' or 'multimodal'")
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("BertModel: give exactly one of input_ids and inputs_embeds")
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("BertModel: give input_ids or inputs_embeds, not both")
+        if input_ids is None and inputs_embeds is None and query_embeds is None:
+            raise ValueError("BertModel: give input_ids, inputs_embeds or query_embeds")
+        num_queries = 0
         past_length = past_key_values.length if past_key_values is not None else 0
-        hidden = self.embeddings(input_ids, past_length, inputs_embeds)
+        position_offset = past_length - (past_key_values.num_queries if past_key_values is not None else 0)
+        if query_embeds is not None:
+            if not self.config.query_ffn:
+                raise ConfigError("query_embeds need a Q-Former MED (query_ffn=true); this MedConfig has query_ffn=false")
+            if position_offset:
+                raise ValueError("query_embeds must lead the sequence, but the cache already holds text positions")
+            num_queries = query_embeds.shape[1]
+        hidden = self.embeddings(input_ids, position_offset, inputs_embeds, query_embeds)
         batch, length = hidden.shape[:2]
         self_mask, is_causal = _self_attention_mask(attention_mask, batch, length, past_length, is_decoder, hidden)
 
         cross_states = cross_masks = None
         if mode == "multimodal":
             cross_states, cross_masks = self._cross_inputs(encoder_hidden_states, encoder_attention_mask, past_key_values, hidden)
-        hidden, cache = self.encoder(hidden, self_mask, is_causal, cross_states, cross_masks, past_key_values, use_cache)
+        hidden, cache = self.encoder(
+            hidden, self_mask, is_causal, cross_states, cross_masks, past_key_values, use_cache, num_queries
+        )
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return MedOutput(last_hidden_state=hidden, past_key_values=cache, pooler_output=pooled)
 
@@ -560,8 +665,13 @@ def _self_attention_mask(
     """Additive self-attention mask ``(1 - m) * -10000`` and whether SDPA's ``is_causal`` can replace it.
 
     Decoder: causal over the new positions (cached positions all visible) times the padding mask.
+    A 3-D mask (B, length, total) is taken as the full per-row visibility.
     """
     total = past + length
+    if mask is not None and mask.dim() == 3:
+        if mask.shape != (batch, length, total):
+            raise ValueError(f"3-D attention_mask of shape {tuple(mask.shape)}; expected (batch, new, cached + new) = {(batch, length, total)}")
+        return (1.0 - mask.to(ref.dtype))[:, None] * SELF_ATTN_NEG, False
     if mask is not None:
         if mask.dim() != 2 or mask.shape[0] != batch or mask.shape[1] not in (total, length):
             raise ValueError(f"attention_mask of shape {tuple(mask.shape)} does not fit a batch of {batch} x {total} positions (cached {past} + new {length})")
@@ -655,12 +765,14 @@ class BertLMHeadModel(nn.Module):
         logits_last_only: bool = False,
         mode: str = "multimodal",
         is_decoder: bool = True,
+        query_embeds: Tensor | None = None,
     ) -> LMOutput:
         """Next-token logits (and the shifted, label-smoothed LM loss when ``labels`` are given).
 
         ``reduction="none"`` returns each sequence's loss summed over its tokens (BLIP's VQA ranking and
         answer-weighted training use this). ``logits_last_only`` projects only the last position to the
-        vocabulary (generation steps); it cannot be combined with ``labels``.
+        vocabulary (generation steps); it cannot be combined with ``labels``. With ``query_embeds``
+        (Q-Former) the logits and labels cover the text positions only.
         """
         if reduction not in ("mean", "none", "sum"):
             raise ConfigError(f"reduction={reduction!r}; use 'mean', 'none' (per-sequence sum) or 'sum'")
@@ -675,8 +787,11 @@ class BertLMHeadModel(nn.Module):
             is_decoder=is_decoder,
             past_key_values=past_key_values,
             use_cache=use_cache,
+            query_embeds=query_embeds,
         )
         hidden = out.last_hidden_state
+        if query_embeds is not None:
+            hidden = hidden[:, query_embeds.shape[1]:]
         if labels is not None and not return_logits:
             return LMOutput(loss=self._loss_at_targets(hidden, labels, reduction, label_smoothing), logits=None,
                             past_key_values=out.past_key_values)

@@ -43,8 +43,8 @@ def test_presets_and_json(tmp_path):
     path = tmp_path / "med_config.json"
     path.write_text(json.dumps(original))
     assert MedConfig.from_json(path) == MedConfig()
-    path.write_text(json.dumps({**original, "cross_attention_freq": 2}))
-    with pytest.raises(ConfigError, match="cross_attention_freq"):
+    path.write_text(json.dumps({**original, "cross_attention_every": 2}))
+    with pytest.raises(ConfigError, match="cross_attention_every"):
         MedConfig.from_json(path)
     path.write_text(json.dumps({**original, "add_type_embeddings": True}))
     with pytest.raises(ConfigError, match="add_type_embeddings"):
