@@ -65,57 +65,77 @@ def process_shard(shard: io.InputShard, cfg: CapFiltConfig, captioner: Any, flt:
 
     _remove_stale_temps(cfg.output_dir, shard.name)
     stats = st.new_stats(shard.name, shard.source, cfg.histogram_bins, cfg.threshold)
-    content = io.read_shard(shard, cfg.image_root)
-    if content.error:
-        stats["error"] = content.error
-        logger.warning("capfilt: %s", content.error)
-    stats["images"] = len(content.samples)
-    good = []
-    for s in content.samples:
-        if s.error is None:
-            try:
-                good.append((s, io.decode_image(s)))
-                continue
-            except LavisliteError as exc:
-                s.error = str(exc)
-        stats["corrupt"].append({"key": s.key, "error": s.error})
-    stats["corrupt_images"] = len(stats["corrupt"])
-
     device = flt.loaded.device
     generator = torch.Generator(device=device).manual_seed(shard_seed(cfg.seed, shard.name)) if captioner is not None else None
-    records = []
-    for b in range(0, len(good), cfg.batch_size):
-        batch = good[b : b + cfg.batch_size]
-        pil = [im for _, im in batch]
-        if captioner is not None:
-            synthetic = captioner.captions(torch.stack([captioner.process(im) for im in pil]), generator)
-        else:
-            synthetic = [[] for _ in batch]
-        web = [s.texts for s, _ in batch]
-        scores = flt.scores(torch.stack([flt.process(im) for im in pil]), [w + y for w, y in zip(web, synthetic)])
-        for (s, _), w, y, sc in zip(batch, web, synthetic, scores):
-            texts, kept = [], []
-            for j, text in enumerate(w + y):
-                source = "web" if j < len(w) else "synthetic"
-                do_filter = cfg.filter_web if source == "web" else cfg.filter_synthetic
-                keep = (not do_filter) or sc[j] >= cfg.threshold
-                texts.append({"text": text, "source": source, "score": round(float(sc[j]), 6), "kept": keep})
-                if keep:
-                    kept.append(text)
-            st.add_scores(stats, "web", sc[: len(w)])
-            st.add_scores(stats, "synthetic", sc[len(w) :])
-            stats["texts_in"] += len(w)
-            stats["synthetic_in"] += len(y)
-            stats["kept_web"] += sum(t["kept"] for t in texts if t["source"] == "web")
-            stats["kept_synthetic"] += sum(t["kept"] for t in texts if t["source"] == "synthetic")
-            stats["images_kept"] += bool(kept)
-            records.append({"sample": s, "texts": texts, "kept": kept})
-        if bar is not None:
-            bar.update(len(batch))
-    io.write_outputs(cfg.output_dir, shard, records, cfg.formats)
+    reader = io.ShardReader(shard, cfg.image_root)
+    with io.ShardWriter(cfg.output_dir, shard, cfg.formats) as writer:
+        batch: list = []
+
+        def flush() -> None:
+            _process_batch(batch, cfg, captioner, flt, generator, stats, writer)
+            if bar is not None:
+                bar.update(len(batch))
+            batch.clear()
+
+        for sample in reader:
+            stats["images"] += 1
+            image = _decode(sample, stats)
+            if image is not None:
+                batch.append((sample, image))
+            if len(batch) == cfg.batch_size:
+                flush()
+        if batch:
+            flush()
+        if reader.error:
+            stats["error"] = reader.error
+            logger.warning("capfilt: %s", reader.error)
+        stats["corrupt_images"] = len(stats["corrupt"])
+        writer.commit()
     with atomic_write(stats_path(cfg.output_dir, shard.name)) as tmp:
         tmp.write_bytes(io.dumps(stats))
     return stats
+
+
+def _decode(sample: io.Sample, stats: dict[str, Any]) -> Any:
+    """The sample's PIL image, or None after recording why it cannot be used."""
+    if sample.error is None:
+        try:
+            return io.decode_image(sample)
+        except LavisliteError as exc:
+            sample.error = str(exc)
+    stats["corrupt"].append({"key": sample.key, "error": sample.error})
+    return None
+
+
+def _process_batch(batch: list, cfg: CapFiltConfig, captioner: Any, flt: Any, generator: Any, stats: dict[str, Any],
+                   writer: io.ShardWriter) -> None:
+    """Caption (unless the captioner is off), score every web and synthetic text, keep, count, write."""
+    import torch
+
+    pil = [im for _, im in batch]
+    if captioner is not None:
+        synthetic = captioner.captions(torch.stack([captioner.process(im) for im in pil]), generator)
+    else:
+        synthetic = [[] for _ in batch]
+    web = [s.texts for s, _ in batch]
+    scores = flt.scores(torch.stack([flt.process(im) for im in pil]), [w + y for w, y in zip(web, synthetic)])
+    for (sample, _), w, y, sc in zip(batch, web, synthetic, scores):
+        texts, kept = [], []
+        for j, text in enumerate(w + y):
+            source = "web" if j < len(w) else "synthetic"
+            do_filter = cfg.filter_web if source == "web" else cfg.filter_synthetic
+            keep = (not do_filter) or sc[j] >= cfg.threshold
+            texts.append({"text": text, "source": source, "score": round(float(sc[j]), 6), "kept": keep})
+            if keep:
+                kept.append(text)
+        st.add_scores(stats, "web", sc[: len(w)])
+        st.add_scores(stats, "synthetic", sc[len(w) :])
+        stats["texts_in"] += len(w)
+        stats["synthetic_in"] += len(y)
+        stats["kept_web"] += sum(t["kept"] for t in texts if t["source"] == "web")
+        stats["kept_synthetic"] += sum(t["kept"] for t in texts if t["source"] == "synthetic")
+        stats["images_kept"] += bool(kept)
+        writer.add(sample, texts, kept)
 
 
 def _remove_stale_temps(out_dir: Path, name: str) -> None:

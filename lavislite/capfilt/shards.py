@@ -4,7 +4,8 @@ Input: each ``.tar`` is one shard (members grouped by key as webdataset does: ``
 ``dir/abc.json`` are sample ``dir/abc``); a json list is cut into shards of ``images_per_shard``
 images. A shard that cannot be read is reported, never raised: the run goes on with the others.
 
-Output (under ``output.dir``), written per shard, each file to a temp name and renamed into place:
+Output (under ``output.dir``), written per shard as its samples come, each file to a temp name and renamed
+into place once the shard is done:
 
     shards/<name>.tar        image + ``json`` {"caption": [kept texts], "texts": [{text, source, score, kept}], ...}
     annotations/<name>.json  BLIP's pre-training list [{"image", "caption"}], one entry per kept text
@@ -16,6 +17,7 @@ Tar members carry fixed metadata (mtime 0, uid/gid 0, mode 644) so the same cont
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -23,7 +25,8 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from lavislite.common.errors import ConfigError, DataError
 
@@ -59,12 +62,6 @@ class Sample:
     error: str | None = None
 
 
-@dataclass
-class ShardContent:
-    samples: list[Sample]
-    error: str | None = None  # the shard itself is unreadable (or truncated: then samples holds what was read)
-
-
 # -- listing ---------------------------------------------------------------------------------------
 def list_shards(shards: Sequence[str], annotations: Sequence[str], images_per_shard: int) -> list[InputShard]:
     """Every input shard in input order (the same on every rank)."""
@@ -94,19 +91,15 @@ def list_shards(shards: Sequence[str], annotations: Sequence[str], images_per_sh
     return out
 
 
-_JSON_CACHE: dict[str, list] = {}
-
-
+@functools.lru_cache(maxsize=4)  # every shard of a json list reads it; keep the last few parsed
 def _read_json_list(path: str) -> list[dict[str, Any]]:
-    if path not in _JSON_CACHE:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"annotation file {path}: cannot read it as json ({exc})") from exc
-        if not isinstance(data, list):
-            raise DataError(f"annotation file {path}: expected BLIP's list of {{'image', 'caption'}}, got {type(data).__name__}")
-        _JSON_CACHE[path] = _group_by_image(data, path)
-    return _JSON_CACHE[path]
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"annotation file {path}: cannot read it as json ({exc})") from exc
+    if not isinstance(data, list):
+        raise DataError(f"annotation file {path}: expected BLIP's list of {{'image', 'caption'}}, got {type(data).__name__}")
+    return _group_by_image(data, path)
 
 
 def _group_by_image(rows: list[Any], path: str) -> list[dict[str, Any]]:
@@ -123,48 +116,55 @@ def _group_by_image(rows: list[Any], path: str) -> list[dict[str, Any]]:
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def read_shard(shard: InputShard, image_root: str | None) -> ShardContent:
-    """The shard's samples; an unreadable tar or json gives ``error`` (and whatever was read before it)."""
-    if shard.is_tar:
-        return _read_tar(shard.source)
-    try:
-        rows = _read_json_list(shard.source)[shard.start : shard.stop]
-    except DataError as exc:
-        return ShardContent([], str(exc))
-    root = Path(image_root) if image_root else Path(shard.source).parent
-    samples = []
-    for row in rows:
-        ref = row["image"]
-        path = Path(ref) if Path(ref).is_absolute() else root / ref
-        meta = {k: v for k, v in row.items() if k not in ("image", "caption")}
-        ext = path.suffix.lstrip(".").lower() or "jpg"
+class ShardReader:
+    """Iterates a shard's samples one at a time (memory: one sample); ``error`` is set when the shard is
+    unreadable or breaks off (the samples before the damage are yielded) and is never raised."""
+
+    def __init__(self, shard: InputShard, image_root: str | None) -> None:
+        self.shard, self.image_root = shard, image_root
+        self.error: str | None = None
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self._tar() if self.shard.is_tar else self._json()
+
+    def _json(self) -> Iterator[Sample]:
         try:
-            data = path.read_bytes()
-            samples.append(Sample(ref, data, ext, row["caption"], image_ref=ref, meta=meta))
-        except OSError as exc:
-            samples.append(Sample(ref, None, ext, row["caption"], image_ref=ref, meta=meta, error=f"cannot read {path}: {exc.strerror or exc}"))
-    return ShardContent(samples)
+            rows = _read_json_list(self.shard.source)[self.shard.start : self.shard.stop]
+        except DataError as exc:
+            self.error = str(exc)
+            return
+        root = Path(self.image_root) if self.image_root else Path(self.shard.source).parent
+        for row in rows:
+            ref = row["image"]
+            path = Path(ref) if Path(ref).is_absolute() else root / ref
+            meta = {k: v for k, v in row.items() if k not in ("image", "caption")}
+            ext = path.suffix.lstrip(".").lower() or "jpg"
+            try:
+                yield Sample(ref, path.read_bytes(), ext, row["caption"], image_ref=ref, meta=meta)
+            except OSError as exc:
+                yield Sample(ref, None, ext, row["caption"], image_ref=ref, meta=meta, error=f"cannot read {path}: {exc.strerror or exc}")
 
-
-def _read_tar(path: str) -> ShardContent:
-    groups: dict[str, dict[str, bytes]] = {}
-    error = None
-    try:
-        with tarfile.open(path, "r") as tar:
-            for member in _members(tar):
-                if not member.isfile():
-                    continue
-                m = _KEY.match(member.name)
-                if not m:
-                    continue
-                f = tar.extractfile(member)
-                if f is None:
-                    continue
-                groups.setdefault(m.group(1), {})[m.group(2).lower()] = f.read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        done = f" after {len(groups)} samples" if groups else ""
-        error = f"unreadable webdataset shard {path}{done}: {type(exc).__name__}: {' '.join(str(exc).split())}"
-    return ShardContent([_sample(key, members, path) for key, members in groups.items()], error)
+    def _tar(self) -> Iterator[Sample]:
+        # webdataset's layout: a sample's members are adjacent, so a new key ends the previous sample
+        path, key, members, count = self.shard.source, None, {}, 0
+        try:
+            with tarfile.open(path, "r") as tar:
+                for member in _members(tar):
+                    m = _KEY.match(member.name) if member.isfile() else None
+                    f = tar.extractfile(member) if m else None
+                    if f is None:
+                        continue
+                    if m.group(1) != key and key is not None:
+                        yield _sample(key, members, path)
+                        count, members = count + 1, {}
+                    key = m.group(1)
+                    members[m.group(2).lower()] = f.read()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            done = f" after {count} samples" if count else ""
+            self.error = f"unreadable webdataset shard {path}{done}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            return
+        if key is not None:
+            yield _sample(key, members, path)
 
 
 def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
@@ -222,34 +222,58 @@ def dumps(obj: Any) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def write_outputs(out_dir: Path, shard: InputShard, records: list[dict[str, Any]], formats: Sequence[str]) -> None:
-    """Write one shard's kept samples (``records``: sample, texts) in every format; stats are written by the caller."""
-    from lavislite.common.download import atomic_write
+class ShardWriter:
+    """Writes one shard's kept samples as they come (the tar streams into a temp file); :meth:`commit` renames
+    every output into place, and leaving the ``with`` block without it (an error, a kill) leaves no output."""
 
-    kept = [r for r in records if r["kept"]]
-    if "wds" in formats:
-        with atomic_write(out_dir / "shards" / f"{shard.name}.tar") as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for r in kept:
-                s: Sample = r["sample"]
-                key = _safe_key(s.key)
-                _tar_add(tar, f"{key}.{s.image_ext}", s.image_bytes or b"")
-                _tar_add(tar, f"{key}.json", dumps({**s.meta, "caption": r["kept"], "texts": r["texts"],
-                                                    **({"image": s.image_ref} if s.image_ref else {})}))
-    if "json" in formats:
-        entries = []
-        for r in kept:
-            s = r["sample"]
-            if s.image_ref is not None:
-                ref = s.image_ref
-            else:  # tar input: the json list needs image files, so the kept images are written out
-                ref = f"images/{shard.name}/{_safe_key(s.key)}.{s.image_ext}"
-                target = out_dir / ref
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_write(target) as tmp:
-                    tmp.write_bytes(s.image_bytes or b"")
-            entries += [{"image": ref, "caption": text} for text in r["kept"]]
-        with atomic_write(out_dir / "annotations" / f"{shard.name}.json") as tmp:
-            tmp.write_bytes(json.dumps(entries, ensure_ascii=False, indent=0).encode("utf-8") + b"\n")
+    def __init__(self, out_dir: Path, shard: InputShard, formats: Sequence[str]) -> None:
+        self.out_dir, self.shard, self.formats = out_dir, shard, tuple(formats)
+        self.entries: list[dict[str, str]] = []
+        self._tar: tarfile.TarFile | None = None
+
+    def __enter__(self) -> Self:
+        from lavislite.common.download import atomic_write
+
+        if "wds" in self.formats:
+            self._tar_ctx = atomic_write(self.out_dir / "shards" / f"{self.shard.name}.tar")
+            tmp = self._tar_ctx.__enter__()
+            self._tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
+        return self
+
+    def add(self, sample: Sample, texts: list[dict[str, Any]], kept: list[str]) -> None:
+        """One processed sample; only samples with a kept text are written."""
+        if not kept:
+            return
+        key = _safe_key(sample.key)
+        if self._tar is not None:
+            _tar_add(self._tar, f"{key}.{sample.image_ext}", sample.image_bytes or b"")
+            _tar_add(self._tar, f"{key}.json", dumps({**sample.meta, "caption": kept, "texts": texts,
+                                                      **({"image": sample.image_ref} if sample.image_ref else {})}))
+        if "json" in self.formats:
+            ref = sample.image_ref
+            if ref is None:  # tar input: the json list needs image files, so the kept images are written out
+                from lavislite.common.download import atomic_write
+
+                ref = f"images/{self.shard.name}/{key}.{sample.image_ext}"
+                with atomic_write(self.out_dir / ref) as tmp:
+                    tmp.write_bytes(sample.image_bytes or b"")
+            self.entries += [{"image": ref, "caption": text} for text in kept]
+
+    def commit(self) -> None:
+        from lavislite.common.download import atomic_write
+
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+            self._tar_ctx.__exit__(None, None, None)
+        if "json" in self.formats:
+            with atomic_write(self.out_dir / "annotations" / f"{self.shard.name}.json") as tmp:
+                tmp.write_bytes(json.dumps(self.entries, ensure_ascii=False, indent=0).encode("utf-8") + b"\n")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._tar is not None:  # not committed: drop the temp file
+            self._tar.close()
+            self._tar_ctx.__exit__(exc_type or RuntimeError, exc or RuntimeError("not committed"), tb)
 
 
 def _safe_key(key: str) -> str:

@@ -118,3 +118,15 @@ def test_config_errors_name_the_key(bad, message):
         base[k] = {**base.get(k, {}), **v} if k != "input" else v
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
         load_config(base)
+
+
+def test_truncated_shard_keeps_what_came_before(tmp_path):
+    from lavislite.capfilt.shards import InputShard, ShardReader
+
+    path = write_shard(tmp_path / "t.tar", 6)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # cut mid-member, as a crashed download would
+    reader = ShardReader(InputShard("t", str(path)), None)
+    samples = list(reader)
+    assert 1 <= len(samples) < 6 and all(s.error is None for s in samples[:-1])
+    assert reader.error and "t.tar" in reader.error and f"after {len(samples)} samples" in reader.error
