@@ -47,10 +47,11 @@ DEFAULTS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered ``name:type`` plus optional weights, tokenizer and config overrides."""
+    """A registered ``name:type`` (or a model folder: ``name`` its path, ``model_type`` None) plus optional
+    weights, tokenizer and config overrides."""
 
     name: str
-    model_type: str
+    model_type: str | None
     checkpoint: str | None = None
     tokenizer: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -138,9 +139,15 @@ def _check_keys(user: Any, defaults: dict[str, Any], where: str, prefix: str) ->
 
 
 def _model(d: dict[str, Any], section: str, where: str) -> ModelSpec:
-    name, sep, mtype = str(d.get("model") or "").partition(":")
+    """``NAME:TYPE`` (a registered type) or the path of a model folder / run directory (``model_type`` None)."""
+    value = str(d.get("model") or "")
+    name, sep, mtype = value.partition(":")
+    if Path(value).expanduser().is_dir():
+        return ModelSpec(str(Path(value).expanduser()), None, _opt_str(d.get("checkpoint")), _opt_str(d.get("tokenizer")),
+                         dict(d.get("options") or {}))
     if not sep or not name or not mtype:
-        raise ConfigError(f"{where}: {section}.model={d.get('model')!r}; write NAME:TYPE, e.g. blip_caption:base_coco")
+        raise ConfigError(f"{where}: {section}.model={d.get('model')!r}; write NAME:TYPE (e.g. blip_caption:base_coco) "
+                          "or the path of a model folder")
     return ModelSpec(name, mtype, _opt_str(d.get("checkpoint")), _opt_str(d.get("tokenizer")), dict(d.get("options") or {}))
 
 

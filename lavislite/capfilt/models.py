@@ -40,8 +40,12 @@ def _load(spec: ModelSpec, role: str, device: torch.device, dtype: str) -> _Load
         model, vis, txt = load_model_and_preprocess(spec.name, spec.model_type, device=device, checkpoint=spec.checkpoint,
                                                     dtype=_DTYPES[dtype], **overrides)
     except (CheckpointError, DownloadError) as exc:
-        raise type(exc)(f"capfilt {role} {spec.name}:{spec.model_type}: {exc} Set {role}.checkpoint to a local file.") from exc
+        raise type(exc)(f"capfilt {role} {_label(spec)}: {exc} Set {role}.checkpoint to a local file.") from exc
     return _Loaded(model, vis["eval"], txt["eval"], device, _DTYPES[dtype])
+
+
+def _label(spec: ModelSpec) -> str:
+    return spec.name if spec.model_type is None else f"{spec.name}:{spec.model_type}"
 
 
 class Captioner:
@@ -51,7 +55,7 @@ class Captioner:
         self.cfg = cfg
         self.loaded = _load(cfg.captioner, "captioner", device, cfg.dtype)
         if not hasattr(self.loaded.model, "generate_ids"):
-            raise ConfigError(f"captioner.model {cfg.captioner.name}:{cfg.captioner.model_type} cannot caption; "
+            raise ConfigError(f"captioner.model {_label(cfg.captioner)} cannot caption; "
                               "use a blip_caption type, e.g. blip_caption:base_coco")
 
     @property
@@ -78,7 +82,7 @@ class Filter:
         self.loaded = _load(cfg.filter, "filter", device, cfg.dtype)
         m = self.loaded.model
         if not all(hasattr(m, a) for a in ("itm_hidden", "itm_head", "visual_encoder")):
-            raise ConfigError(f"filter.model {cfg.filter.name}:{cfg.filter.model_type} has no image-text matching head; "
+            raise ConfigError(f"filter.model {_label(cfg.filter)} has no image-text matching head; "
                               "use blip_image_text_matching, blip_retrieval or blip_pretrain")
 
     @property

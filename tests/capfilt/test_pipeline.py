@@ -73,6 +73,22 @@ def test_builders_read_the_output(tmp_path, models, shards):
     assert len(ds) == len(pairs) and ds[len(ds) - 1]["image"].shape == (3, 16, 16)
 
 
+def test_model_folders_give_the_same_output(tmp_path, models, shards):
+    from lavislite.api import export_model, load_model
+    from lavislite.models.tokenizer import init_tokenizer
+
+    vocab = {"model.med_overrides.vocab_size": len(init_tokenizer(models["tok"]))}
+    for name, key in (("blip_caption", "cap"), ("blip_image_text_matching", "itm")):
+        model = load_model(name, "tiny", checkpoint=str(models[key]), tokenizer=str(models["tok"]), **vocab)
+        export_model(model, tmp_path / name)
+    ref = config(tmp_path, models["tok"], models["cap"], models["itm"], shards[:1], tmp_path / "ref")
+    run(load_config(ref))
+    folders = {**ref, "output": {"dir": str(tmp_path / "folders")},
+               "captioner": {"model": str(tmp_path / "blip_caption")}, "filter": {"model": str(tmp_path / "blip_image_text_matching")}}
+    run(load_config(folders))
+    assert tree_bytes(tmp_path / "folders" / "shards") == tree_bytes(tmp_path / "ref" / "shards")
+
+
 def test_ablation_switches(tmp_path, models, shards):
     out = tmp_path / "out"
     res = run(load_config(config(tmp_path, models["tok"], models["cap"], models["itm"], shards[:1], out,
