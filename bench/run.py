@@ -33,6 +33,7 @@ SCRIPTS: dict[str, tuple[str, list[str]]] = {
     "train_step": ("train_step.py", ["--quick"]),
     "load": ("load.py", ["--quick"]),
     "caption_bf16": ("caption_bf16.py", ["--quick"]),
+    "capfilt": ("capfilt.py", ["--quick"]),
 }
 
 
@@ -196,6 +197,14 @@ def rows() -> list[dict]:
         out.append({"key": "import", "workload": "import time (fresh interpreter)", "peer": r["peer"], "peer_s": r["peer_time"]["median_s"],
                     "ours_s": r["lavislite_time"]["median_s"], "ratio": r["ratio"],
                     "same": "transformers not imported" if not r["lavislite_import_pulls_in_transformers"] else "pulls in transformers", "mem": "–"})
+    cf = _load("capfilt")
+    if cf:
+        out.append({"key": "capfilt", "workload": f"CapFilt bootstrapping, {cf['images']} images, batch {cf['batch']}: captioner "
+                                                  f"(ViT-B/16 @ {cf['image_size']}, nucleus, 1 caption) + ITM filter, images/s "
+                                                  f"{cf['peer_time']['items_per_s']} vs {cf['lavislite_time']['items_per_s']}",
+                    "peer": cf["peer"], "peer_s": cf["peer_time"]["median_s"], "ours_s": cf["lavislite_time"]["median_s"],
+                    "ratio": cf["ratio"], "same": "n/a (nucleus draws depend on the batch)",
+                    "mem": _mb(cf["peer_time"].get("peak_mb"), cf["lavislite_time"].get("peak_mb"))})
     return out
 
 
@@ -241,6 +250,9 @@ def partial_notes() -> list[str]:
                      f"{' (quick: tiny models)' if tr.get('quick') else ''}")
     if tr and set(tr.get("runs", {})) != {"caption", "pretrain"}:
         notes.append(f"training step: only {', '.join(tr.get('runs', {})) or 'nothing'} run")
+    cf = _load("capfilt")
+    if cf and (cf.get("quick") or cf.get("repeats", 1) < 2):
+        notes.append(f"capfilt: {cf.get('repeats')} timed round(s) per side{' (quick: tiny models)' if cf.get('quick') else ''}")
     if not _load("load"):
         notes.append("load/import: not run")
     elif _load("load").get("quick"):

@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "captioning, retrieval, VQA and NLVR from it, evaluate each on held-out test data, transfer to "
         "video zero-shot, and print the metrics next to chance. About 5 minutes on 2 CPU cores.",
     )
+    p.add_argument("which", nargs="?", choices=("capfilt",), default=None,
+                   help="capfilt: BLIP's CapFilt ablation instead (pre-train on the noisy web vs the bootstrapped web; docs/capfilt.md)")
     p.add_argument("--quick", action="store_true", help="a small world and a short schedule, same model (one to two minutes; for tests)")
     p.add_argument("--out", default=None, metavar="DIR", help="run directory (default: output/demo/<UTC time>)")
     p.add_argument("--seed", type=int, default=0, help="world and training seed (default 0)")
@@ -29,6 +31,11 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.which == "capfilt":
+        from lavislite.demo.capfilt_demo import run_capfilt_demo
+
+        run_capfilt_demo(args.out, quick=args.quick, seed=args.seed, threads=args.threads, world_dir=args.world)
+        return 0
     run_demo(args.out, quick=args.quick, seed=args.seed, threads=args.threads, world_dir=args.world,
              extra_options=args.options, plots=not args.no_plots)
     return 0
