@@ -36,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(ld) -> None:
-    from lavislite.common.errors import ConfigError
+    from lavislite.models.protocols import Captioner, require
 
-    if not hasattr(ld.model, "generate"):
-        raise ConfigError(f"--model {ld.label} cannot caption (no generate); use a blip_caption type, e.g. blip_caption:base_coco")
+    require(ld.model, [Captioner], by=f"lavislite caption (--model {ld.label})",
+            hint="this model cannot caption; use a blip_caption type, e.g. blip_caption:base_coco")
 
 
 def _caption_fn(args: argparse.Namespace, ld):

@@ -59,10 +59,10 @@ def _make_output(args: argparse.Namespace, shard):
 
 
 def _check(ld) -> None:
-    from lavislite.common.errors import ConfigError
+    from lavislite.models.protocols import FeatureExtractor, require
 
-    if not hasattr(ld.model, "extract_features"):
-        raise ConfigError(f"--model {ld.label} has no extract_features; use blip_feature_extractor:base")
+    require(ld.model, [FeatureExtractor], by=f"lavislite features (--model {ld.label})",
+            hint="use blip_feature_extractor:base")
 
 
 def _vectors(out, mode: str, kind: str):

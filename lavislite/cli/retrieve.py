@@ -65,13 +65,15 @@ def _run(args: argparse.Namespace, video: bool) -> int:
     from lavislite.inference.inputs import IMAGE_EXTS, VIDEO_EXTS, discover
     from lavislite.inference.loading import load
     from lavislite.inference.output import Output
-    from lavislite.inference.search import check_protocol, gallery_embeddings, search
+    from lavislite.inference.search import gallery_embeddings, search
+    from lavislite.models.protocols import RetrievalModel, require
 
     if dist.launched_distributed():
         raise ConfigError("retrieve runs in one process; launch it without torchrun")
     queries = _queries(args)
     ld = load(args)
-    check_protocol(ld.model, args.model)
+    require(ld.model, [RetrievalModel], by=f"lavislite {args.command} (--model {args.model})",
+            hint="use blip_retrieval:coco, blip_retrieval:flickr or blip_image_text_matching:base")
     if video:
         from lavislite.processors.video_processors import BlipVideoEvalProcessor
         from lavislite.tasks.video_retrieval import encode_frames

@@ -45,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(ld) -> None:
-    from lavislite.common.errors import ConfigError
+    from lavislite.models.protocols import VQAModel, require
 
-    if not hasattr(ld.model, "predict_answers"):
-        raise ConfigError(f"--model {ld.label} cannot answer questions; use a blip_vqa type, e.g. blip_vqa:vqav2")
+    require(ld.model, [VQAModel], by=f"lavislite vqa (--model {ld.label})",
+            hint="this model cannot answer questions; use a blip_vqa type, e.g. blip_vqa:vqav2")
 
 
 def _answer_list(path: str) -> list[str]:

@@ -27,13 +27,6 @@ logger = logging.getLogger(__name__)
 Encode = Callable[[Tensor], "tuple[Tensor, Tensor]"]  # batch -> (tokens (B, N, D), unnormalised proj (B, E))
 
 
-def check_protocol(model: Any, spec: str) -> None:
-    missing = [m for m in ("encode_image", "encode_text", "itm_logits") if not hasattr(model, m)]
-    if missing:
-        raise ConfigError(f"--model {spec} lacks {', '.join(missing)} (the retrieval protocol); use blip_retrieval:coco, "
-                          "blip_retrieval:flickr or blip_image_text_matching:base")
-
-
 def gallery_embeddings(items: Sequence[Item], load: Callable[[str], Tensor], encode: Encode, *, key: str, batch_size: int,
                        num_workers: int, skip_bad: bool, quiet: bool) -> tuple[list[Item], Tensor, RunStats]:
     """``(readable items, their normalised ITC embeddings (n, E) on the CPU, stats)``."""

@@ -30,6 +30,7 @@ from lavislite.runners.loop import TrainContext, amp_dtype, make_scaler, steps_i
 from lavislite.runners.lr_schedulers import build_lr_scheduler
 from lavislite.runners.optim import build_optimizer
 from lavislite.runners.rundir import prepare_run_dir
+from lavislite.tasks.base_task import BaseTask
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class RunnerBase:
         self.run_cfg = cfg.run
         self.task = task
         self.model = model  # the bare model; self.train_model is the (maybe DDP-wrapped) one
+        if isinstance(task, BaseTask):  # a model without a method the task calls fails here, before any data is read
+            task.check_model(model)
         self.datasets = datasets
         self.device = resolve_device(self.run_cfg.get("device"))
         dist.init_distributed(self.run_cfg, self.device)

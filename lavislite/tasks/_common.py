@@ -1,33 +1,18 @@
-"""Small pieces the BLIP tasks share: calling a model method with only the keys it takes, reaching
-the dataset behind an evaluation loader, writing JSON outputs, and handing training progress to
+"""Small pieces the BLIP tasks share: reaching the dataset behind an evaluation loader, writing JSON outputs, and handing training progress to
 heads that ramp a weight over the first epochs."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from lavislite.common.errors import ConfigError
-
-
-def call_supported(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` with the keyword arguments ``fn`` does not accept dropped.
-
-    LAVIS passed ``length_penalty``/``temperature`` to a ``generate`` that had no such parameters
-    (TypeError, LAVIS #625); a task here passes its run keys and each model takes what it knows.
-    A method with ``**kwargs`` receives everything.
-    """
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return fn(*args, **kwargs)
-    return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
 
 
 def unwrap(model: Any) -> Any:

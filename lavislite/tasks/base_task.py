@@ -32,6 +32,7 @@ class BaseTask:
     RUN_DEFAULTS: ClassVar[dict] = {}
     select_metric: str = "agg_metrics"  # validation metric that picks the best checkpoint
     result_id_key: str = "instance_id"  # the unique per-sample key of valid_step's results
+    requires: ClassVar[tuple[type, ...]] = ()  # protocols of lavislite.models.protocols the model must satisfy
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -47,10 +48,20 @@ class BaseTask:
 
     # -- building -----------------------------------------------------------------------------------
     def build_model(self, cfg: Any) -> nn.Module:
-        """``registry.get_model_class(cfg.model.arch).from_config(cfg.model)``."""
+        """``registry.get_model_class(cfg.model.arch).from_config(cfg.model)``, checked by :meth:`check_model`."""
         if "model" not in cfg or not cfg.model.get("arch"):
             raise ConfigError("the run config has no model.arch; add a model: section with arch and model_type")
-        return registry.get_model_class(cfg.model.arch).from_config(cfg.model)
+        model = registry.get_model_class(cfg.model.arch).from_config(cfg.model)
+        self.check_model(model)
+        return model
+
+    def check_model(self, model: Any) -> None:
+        """Raise a :class:`ConfigError` naming the method and the model class when ``model`` lacks a
+        method of ``requires`` (the runner calls this before it reads any data)."""
+        from lavislite.models.protocols import require
+
+        name = self.run_cfg.get("task") if self.run_cfg is not None else None
+        require(model, self.requires, by=f"task {name!r}" if name else f"task {type(self).__name__}")
 
     def build_datasets(self, cfg: Any) -> dict[str, dict[str, Any]]:
         """``{dataset name: {split: Dataset}}``, one registered builder per ``cfg.datasets`` entry.

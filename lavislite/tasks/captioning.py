@@ -20,7 +20,8 @@ from torch import nn
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
-from lavislite.tasks._common import call_supported, loader_dataset, plain_id, unwrap, write_json
+from lavislite.models.protocols import Captioner
+from lavislite.tasks._common import loader_dataset, plain_id, unwrap, write_json
 from lavislite.tasks.base_task import BaseTask
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class CaptionTask(BaseTask):
     }
     select_metric = "agg_metrics"
     result_id_key = "image_id"
+    requires = (Captioner,)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -53,8 +55,7 @@ class CaptionTask(BaseTask):
         return super().evaluation(model, data_loader, split)
 
     def valid_step(self, model: nn.Module, samples: dict[str, Any]) -> list[dict]:
-        captions = call_supported(
-            unwrap(model).generate,
+        captions = unwrap(model).generate(
             samples,
             use_nucleus_sampling=bool(self.run_key("use_nucleus_sampling")),
             num_beams=int(self.run_key("num_beams")),

@@ -37,6 +37,7 @@ from lavislite.common import dist
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.logging import progress
 from lavislite.common.registry import registry
+from lavislite.models.protocols import RetrievalModel
 from lavislite.tasks._common import TrainProgressMixin, loader_dataset, unwrap
 from lavislite.tasks._rerank import rerank_both_directions
 from lavislite.tasks.base_task import BaseTask
@@ -161,6 +162,7 @@ class RetrievalTask(TrainProgressMixin, BaseTask):
     }
     select_metric = "r_mean"
     result_id_key = "instance_id"
+    requires = (RetrievalModel,)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
-from lavislite.tasks._common import call_supported, loader_dataset, plain_id, unwrap, write_json
+from lavislite.tasks._common import loader_dataset, plain_id, unwrap, write_json
 from lavislite.tasks.vqa import VQATask
 
 logger = logging.getLogger(__name__)
@@ -38,12 +38,7 @@ def frame_tokens(model: nn.Module, video: Tensor, frames_per_forward: int = 64) 
     """Tokens of every frame of a (B, T, 3, H, W) batch, concatenated per video: (B, T*N, D)."""
     if video.dim() != 5:
         raise DataError(f"video QA needs samples['video'] of shape (B, T, 3, H, W), got {tuple(video.shape)}")
-    if hasattr(model, "encode_image"):
-        encode = lambda x: model.encode_image(x)[0]  # noqa: E731  (retrieval protocol: tokens first)
-    elif isinstance(getattr(model, "visual_encoder", None), nn.Module):
-        encode = model.visual_encoder
-    else:
-        raise ConfigError(f"{type(model).__name__} has neither encode_image nor visual_encoder; video QA cannot encode frames with it")
+    encode = model.visual_tokens
     b, t = video.shape[:2]
     frames = video.flatten(0, 1)
     step = max(1, int(frames_per_forward))
@@ -80,8 +75,7 @@ class VideoQATask(VQATask):
         if "video" not in samples:
             raise DataError(f"video QA needs samples['video']; the batch has {sorted(samples)}")
         embeds = frame_tokens(model, samples["video"], int(self.run_key("vit_frames_per_batch")))
-        answers = call_supported(
-            model.predict_answers,
+        answers = model.predict_answers(
             {"image_embeds": embeds, "text_input": samples["text_input"]},
             answer_list=self._answer_lists.get(self._current_split) if self._current_split else None,
             inference_method=str(self.run_key("inference_method")),

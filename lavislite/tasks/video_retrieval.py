@@ -40,6 +40,7 @@ from lavislite.common import dist
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.logging import progress
 from lavislite.common.registry import registry
+from lavislite.models.protocols import RetrievalModel
 from lavislite.tasks._common import loader_dataset, unwrap
 from lavislite.tasks.base_task import BaseTask
 from lavislite.tasks._rerank import chunk_candidates, rerank_both_directions  # noqa: F401 (chunk_candidates: public re-export)
@@ -144,6 +145,7 @@ class VideoRetrievalTask(BaseTask):
     }
     select_metric = "r_mean"
     result_id_key = "instance_id"
+    requires = (RetrievalModel,)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)

@@ -19,7 +19,8 @@ from torch import nn
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
-from lavislite.tasks._common import call_supported, loader_dataset, plain_id, unwrap, write_json
+from lavislite.models.protocols import VQAModel
+from lavislite.tasks._common import loader_dataset, plain_id, unwrap, write_json
 from lavislite.tasks.base_task import BaseTask
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class VQATask(BaseTask):
     }
     select_metric = "agg_metrics"
     result_id_key = "question_id"
+    requires = (VQAModel,)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -61,8 +63,7 @@ class VQATask(BaseTask):
         return super().evaluation(model, data_loader, split)
 
     def valid_step(self, model: nn.Module, samples: dict[str, Any]) -> list[dict]:
-        answers = call_supported(
-            unwrap(model).predict_answers,
+        answers = unwrap(model).predict_answers(
             samples,
             answer_list=self._answer_lists.get(self._current_split) if self._current_split else None,
             inference_method=str(self.run_key("inference_method")),

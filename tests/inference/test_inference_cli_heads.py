@@ -77,7 +77,9 @@ def test_retrieve_ranks_by_itc_then_itm(tmp_path, images, model_args, ckpt, tok_
     assert main(args + ["--top-k", "2", "--rerank-k", "0"]) == 0
     cos_only = out_lines(capsys)
     model, vis, txt = _load("blip_retrieval", ckpt, tok_dir)
-    sims = model.itc_similarity(torch.stack([vis["eval"](p) for p in images]), [txt["eval"]("a red square"), txt["eval"]("blue")])
+    with torch.no_grad():
+        sims = model.itc_similarity(model.encode_image(torch.stack([vis["eval"](p) for p in images]))[1],
+                                    model.encode_text([txt["eval"]("a red square"), txt["eval"]("blue")])[0])
     for q, query in enumerate(["a red square", "blue"]):
         got = [r for r in cos_only if r["query"] == query]
         order = sims[:, q].argsort(descending=True)[:2].tolist()

@@ -61,7 +61,7 @@ def test_itc_cosine(pair, itm_images):
         ids, mask = _ids(ours)
         ref = hf(input_ids=ids, attention_mask=mask, pixel_values=itm_images, use_itm_head=False).itm_score
         got = ours({"image": itm_images, "text_input": CAPTIONS}, match_head="itc")
-        sim = ours.itc_similarity(itm_images, CAPTIONS)
+        sim = ours.itc_similarity(ours.encode_image(itm_images)[1], ours.encode_text(CAPTIONS)[0])
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
     assert got.shape == (4, 4)
     # the protocol pads to max_length: same cosines

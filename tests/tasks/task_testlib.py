@@ -21,7 +21,7 @@ WORDS = COLORS + SHAPES + ["a", "picture", "of", "the", "is", "what", "color", "
 
 
 class ToyRetrieval(nn.Module):
-    """The retrieval protocol (encode_image / encode_text / itm_logits) in a few linear layers.
+    """The RetrievalModel contract (encode_image / encode_text / itc_similarity / itm_logits) in a few linear layers.
 
     ``itm_logits`` follows the grouped contract: ``r = texts / images`` text rows per image, contiguous.
     """
@@ -52,6 +52,9 @@ class ToyRetrieval(nn.Module):
     def _text(self, ids, mask):
         e = self.emb(ids) * mask.unsqueeze(-1)
         return e.sum(1) / mask.sum(1, keepdim=True)
+
+    def itc_similarity(self, image_feats, text_feats):
+        return F.normalize(image_feats.float(), dim=-1) @ F.normalize(text_feats.float(), dim=-1).t()
 
     def itm_logits(self, image_tokens, input_ids, attention_mask, image_atts=None):
         b = image_tokens.shape[0]

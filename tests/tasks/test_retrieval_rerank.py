@@ -66,8 +66,6 @@ def tiny_blip_retrieval(tmp_path):
     from task_testlib import tokenizer_dir
 
     cls = registry.get_model_class("blip_retrieval")
-    if not hasattr(cls, "itm_logits"):
-        pytest.skip("BlipRetrieval has no retrieval protocol yet (models/blip/_retrieval_protocol.py)")
     tok = init_tokenizer(tokenizer_dir(tmp_path / "vocab"))
     torch.manual_seed(0)
     cfg = model_type_config(cls, "tiny", {"med_overrides": {"vocab_size": len(tok)}})

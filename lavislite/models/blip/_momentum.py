@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from lavislite.common.dist import get_world_size, is_dist_initialized
 from lavislite.common.errors import DataError
-from lavislite.models.blip._retrieval_protocol import RetrievalProtocolMixin
+from lavislite.models.blip.retrieval_methods import BlipRetrievalMethods
 from lavislite.models.blip.base import BlipBase
 
 
@@ -200,7 +200,7 @@ def itm_hard_negative_loss(
 ) -> Tensor:
     """ITM cross-entropy over B positive pairs, B (text, hard negative image) and B (image, hard negative text).
 
-    ``itm_hidden(image_tokens, ids, mask)`` is the retrieval protocol's image-grounded [ENC] state. The
+    ``itm_hidden(image_tokens, ids, mask)`` is the image-grounded [ENC] state of :meth:`BlipRetrievalMethods.itm_hidden`. The
     positive and the negative text of each image run together as 2 grouped rows per image (no copy of the
     image tokens); the negative images are the only gathered image states, as in the original.
     """
@@ -236,9 +236,9 @@ def alpha_schedule(alpha: float, samples: dict, ramp_epochs: float = 2.0) -> flo
 MOMENTUM_MODULES = ("visual_encoder", "vision_proj", "text_encoder", "text_proj")
 
 
-class MomentumContrastiveBase(RetrievalProtocolMixin, BlipBase):
+class MomentumContrastiveBase(BlipRetrievalMethods, BlipBase):
     """ViT + text encoder + ITC projections + ITM head, with momentum copies, feature queues and ``temp``;
-    the retrieval protocol (``encode_image`` / ``encode_text`` / ``itm_logits``) comes with it.
+    :class:`lavislite.models.protocols.RetrievalModel` comes with it (:class:`BlipRetrievalMethods`).
 
     Subclasses set ``PTR_NAME`` (the queue-pointer buffer's key: ``ptr_queue`` in BLIP_Retrieval,
     ``queue_ptr`` in BLIP_Pretrain), call :meth:`_finish_init` once all online modules exist (so the momentum

@@ -2,7 +2,7 @@
 
 ``forward(samples, match_head="itm")`` returns the ITM head's logits (B, 2) (index 1 = match; apply
 ``softmax(-1)[:, 1]`` for a probability); ``match_head="itc"`` returns the cosine matrix of the normalised
-ITC features (B_img, T). It also implements the retrieval protocol (``encode_image``, ``encode_text``,
+ITC features (B_img, T). It also implements :class:`lavislite.models.protocols.RetrievalModel` (``encode_image``, ``encode_text``, ``itc_similarity``,
 ``itm_logits``), so the retrieval tasks can evaluate it like ``blip_retrieval``.
 
 Position 0 of the ITM text: the original ``blip_itm.py`` demo keeps [CLS] (and transformers'
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
-from lavislite.models.blip._retrieval_protocol import RetrievalProtocolMixin
+from lavislite.models.blip.retrieval_methods import BlipRetrievalMethods
 from lavislite.models.blip.base import BlipBase
 from lavislite.models.med import BertModel, MedConfig
 
@@ -29,7 +29,7 @@ _FIRST_TOKENS = ("enc", "cls")
 
 
 @registry.register_model("blip_image_text_matching")
-class BlipITM(RetrievalProtocolMixin, BlipBase):
+class BlipITM(BlipRetrievalMethods, BlipBase):
     """ViT + image-grounded text encoder + ITC projections + ITM head (a BLIP retrieval checkpoint)."""
 
     PRETRAINED_MODEL_CONFIG_DICT = {

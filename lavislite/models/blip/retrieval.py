@@ -6,7 +6,7 @@ with one hard negative per image and per text drawn from the softmaxed ITC simil
 excluded). With ``negative_all_rank`` the negatives come from every rank's batch (DDP). Returns
 ``BlipOutput(loss=itc+itm, loss_itc, loss_itm)``.
 
-Evaluation uses the retrieval protocol (``encode_image`` / ``encode_text`` / ``itm_logits``) shared with
+Evaluation uses the RetrievalModel contract (:mod:`lavislite.models.protocols`; BLIP methods shared with
 ``blip_image_text_matching`` and ``blip_pretrain``; the task does the k-test re-ranking.
 
 State-dict keys are the original BLIP_Retrieval ones (``*_m`` momentum copies, ``image_queue``,

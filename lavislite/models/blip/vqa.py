@@ -79,6 +79,14 @@ class BlipVQA(BlipBase):
         ))
 
     # -- encoders ----------------------------------------------------------------------------
+    def visual_tokens(self, image: Tensor) -> Tensor:
+        """ViT tokens (B, N, D) of ``image`` (B, 3, H, W): what :meth:`predict_answers` takes as
+        ``samples['image_embeds']`` (a video's frames: their tokens concatenated along N)."""
+        if not isinstance(image, Tensor) or image.dim() != 4:
+            shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            raise DataError(f"visual_tokens needs a (B, 3, H, W) image tensor, got {shape}")
+        return self.visual_encoder(image.to(self.device))
+
     def _image_embeds(self, samples: dict) -> Tensor:
         if samples.get("image_embeds") is not None:
             embeds = samples["image_embeds"]
@@ -87,7 +95,7 @@ class BlipVQA(BlipBase):
             return embeds.to(self.device)
         if samples.get("image") is None:
             raise DataError("BlipVQA needs samples['image'] (B,3,H,W) or samples['image_embeds'] (B,N,D); neither was given")
-        return self.visual_encoder(samples["image"].to(self.device))
+        return self.visual_tokens(samples["image"])
 
     def encode_question(self, samples: dict) -> tuple[Tensor, Tensor]:
         """Question states (B, L, H) and the question padding mask (B, L): [ENC] first, padding longest,

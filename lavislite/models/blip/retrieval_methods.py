@@ -1,9 +1,11 @@
-"""The retrieval protocol (INTERFACES.md) shared by ``blip_image_text_matching``, ``blip_retrieval`` and
-``blip_pretrain``: what the retrieval tasks call to score image-text pairs (BLIP_FACTS §3.3).
+"""BLIP's implementation of :class:`lavislite.models.protocols.RetrievalModel`, shared by
+``blip_image_text_matching``, ``blip_retrieval`` and ``blip_pretrain``.
 
 * :meth:`encode_image` -> all ViT tokens (kept for ITM) and the unnormalised ITC projection of [CLS];
 * :meth:`encode_text` -> the unnormalised ITC projection of the unimodal [CLS] state, plus the token ids
   and mask (``padding="max_length"``, truncation; [CLS] stays at position 0);
+* :meth:`itc_similarity` -> the cosine of the L2-normalised projections (no temperature): one vector
+  per image;
 * :meth:`itm_logits` -> the ITM "match" logit (``itm_head`` index 1, not a probability) with [ENC] in
   place of position 0. ``r`` texts per image are grouped contiguously, and the MED's grouped
   cross-attention serves them from the un-repeated image tokens.
@@ -16,14 +18,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lavislite.common.errors import DataError
 
 
-class RetrievalProtocolMixin:
-    """``encode_image`` / ``encode_text`` / ``itm_logits`` on top of the BLIP ITC/ITM modules."""
+class BlipRetrievalMethods:
+    """``encode_image`` / ``encode_text`` / ``itc_similarity`` / ``itm_logits`` on BLIP's ITC/ITM modules."""
 
     def encode_image(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``(image_tokens (B, N, D), image_proj (B, E))``; ``image_proj = vision_proj(tokens[:, 0])``, unnormalised."""
@@ -43,6 +45,17 @@ class RetrievalProtocolMixin:
         ids, mask = self.tokenize(list(texts), padding="max_length", max_length=int(max_length))
         states = self.text_encoder(ids, mask, mode="text").last_hidden_state
         return self.text_proj(states[:, 0]), ids, mask
+
+    def itc_similarity(self, image_feats: Tensor, text_feats: Tensor) -> Tensor:
+        """Cosine similarities (n_img, n_txt) float32 of the ITC projections (BLIP's retrieval ``sims``)."""
+        if image_feats.dim() != 2 or text_feats.dim() != 2 or image_feats.shape[1] != text_feats.shape[1]:
+            raise DataError(
+                f"itc_similarity needs image_feats (n_img, E) and text_feats (n_txt, E) from encode_image/encode_text, "
+                f"got {tuple(image_feats.shape)} and {tuple(text_feats.shape)}"
+            )
+        image = F.normalize(image_feats.float(), dim=-1)
+        text = F.normalize(text_feats.float(), dim=-1).to(image.device)
+        return image @ text.t()
 
     def itm_hidden(
         self, image_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor, image_atts: Tensor | None = None
@@ -67,12 +80,3 @@ class RetrievalProtocolMixin:
     ) -> Tensor:
         """ITM match logits (b*r,) of ``r`` texts per image (rows grouped per image); [ENC] replaces position 0."""
         return self.itm_head(self.itm_hidden(image_tokens, input_ids, attention_mask, image_atts))[:, 1]
-
-    @torch.no_grad()
-    def itc_similarity(self, image: Tensor, texts: Sequence[str], max_length: int = 35) -> Tensor:
-        """Cosine similarities (B_img, T) of normalised ITC features (BLIP's retrieval ``sims``, no temperature)."""
-        _, image_proj = self.encode_image(image)
-        text_proj, _, _ = self.encode_text(texts, max_length=max_length)
-        image_feat = torch.nn.functional.normalize(image_proj, dim=-1)
-        text_feat = torch.nn.functional.normalize(text_proj, dim=-1)
-        return image_feat @ text_feat.t()
