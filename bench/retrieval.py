@@ -7,7 +7,7 @@ evaluation encodes them the same way). Then both sides re-rank the top ``--k`` i
 
 * peer: ``train_retrieval.evaluation``'s loop written out here: one query per ITM call, image -> text
   repeats the image's tokens k times, text -> image gathers the k images and repeats the text k times;
-* lavislite: ``retrieval_scores`` (lavislite/tasks/_rerank.py): both directions' pairs pooled (a pair in
+* lavislite: ``retrieval_scores`` (lavislite/tasks/rerank.py): both directions' pairs pooled (a pair in
   both top-k lists scored once) and grouped by image, each image's texts in one grouped ITM call on its
   un-repeated tokens (cross-attention K/V projected once per image, not once per pair), padding columns
   no text of the call uses dropped.
@@ -50,7 +50,7 @@ def build_model(tmp: Path, quick: bool, device: torch.device):
 
 def per_query_loop(model, feats, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """BLIP's evaluation loop: one query per ITM call, the query repeated k times (dense -100-filled matrices)."""
-    sims = feats.sims()
+    sims = feats.sims(model)
     i2t = torch.full(sims.shape, -100.0)
     for i in range(sims.shape[0]):
         top_sim, top = sims[i].topk(k)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "lavislite": lambda: batched(model, feats, args.k, args.pairs_per_batch)}
         if args.bf16:
             m16 = bf16_copy(model, device)
-            f16 = RetrievalFeatures(feats.image_tokens.bfloat16(), feats.image_embeds, feats.text_ids, feats.text_atts, feats.text_embeds)
+            f16 = RetrievalFeatures(feats.image_tokens.bfloat16(), feats.image_feats, feats.text_ids, feats.text_atts, feats.text_feats)
             sides["lavislite_bf16"] = lambda: batched(m16, f16, args.k, args.pairs_per_batch)
         t = C.interleaved(sides, args.repeats, args.warmup, device)
         (pi2t, pt2i), (oi2t, ot2i) = t["peer"]["output"], t["lavislite"]["output"]

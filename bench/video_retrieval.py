@@ -9,10 +9,10 @@ median of the rounds:
   decoder), encode texts and frames, then one ITM call per query (the video's concatenated frame tokens
   repeated k times for video -> text, the k videos' tokens gathered per text for text -> video);
   lavislite = ``VideoRetrievalTask.evaluation`` on a DataLoader of the same dataset (decode, encode,
-  pooled/grouped re-ranking of lavislite/tasks/_rerank.py). One round each (``--e2e-repeats``): it also
+  pooled/grouped re-ranking of lavislite/tasks/rerank.py). One round each (``--e2e-repeats``): it also
   serves as both paths' warm-up for the next row.
 * ``rerank`` (features given, taken from the peer's e2e run): ``bench/retrieval.py``'s per-query loop vs
-  ``video_retrieval_scores``, ``--repeats`` rounds.
+  ``retrieval_scores`` (directions v2t/t2v), ``--repeats`` rounds.
 
 Rankings (argsort of every row of both score matrices) must be identical; the largest score difference is
 reported. Plus the peak memory of lavislite's ITM re-ranking for 8 frames at 384 with ``--mem-k``
@@ -96,7 +96,7 @@ def run_lavislite(model, ds, k: int, out: Path, device: torch.device, batch: int
     from omegaconf import OmegaConf
     from torch.utils.data import DataLoader
 
-    from lavislite.tasks.video_retrieval import VideoRetrievalTask
+    from lavislite.tasks.retrieval import VideoRetrievalTask
 
     task = VideoRetrievalTask(OmegaConf.create({"run": {**VideoRetrievalTask.RUN_DEFAULTS, "k_test": k, "save_scores": True,
                                                         "itm_visual_tokens_per_batch": tokens_budget}}))
@@ -127,10 +127,9 @@ def run_blip_loop(model, ds, k: int, device: torch.device, batch: int = 4) -> di
 
 @torch.inference_mode()
 def rerank_lavislite(model, feats, k: int, pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from lavislite.tasks.retrieval import dense_scores
-    from lavislite.tasks.video_retrieval import video_retrieval_scores
+    from lavislite.tasks.retrieval import dense_scores, retrieval_scores
 
-    out = video_retrieval_scores(model, feats, k, pairs_per_batch=pairs)
+    out = retrieval_scores(model, feats, k, pairs_per_batch=pairs, directions=("v2t", "t2v"))
     n_v, n_t = feats.image_tokens.shape[0], feats.text_ids.shape[0]
     return dense_scores(n_v, n_t, *out["v2t"]), dense_scores(n_t, n_v, *out["t2v"])
 
@@ -170,17 +169,16 @@ class PeakRSS:
 @torch.inference_mode()
 def rerank_memory(model, device: torch.device, frames: int, k: int, n: int, tokens_budget: int) -> dict:
     """Peak memory of lavislite's ITM re-ranking only (features given), both directions, k candidates."""
-    from lavislite.tasks.retrieval import RetrievalFeatures
-    from lavislite.tasks.video_retrieval import video_retrieval_scores
+    from lavislite.tasks.retrieval import RetrievalFeatures, retrieval_scores
 
     torch.manual_seed(0)
     n_tok = frames * (384 // 16) ** 2 + frames
     feats = RetrievalFeatures(
         image_tokens=torch.randn(n, n_tok, 768, device=device),
-        image_embeds=F.normalize(torch.randn(n, 256, device=device), dim=-1),
+        image_feats=F.normalize(torch.randn(n, 256, device=device), dim=-1),
         text_ids=torch.randint(1000, 2000, (n, 35), device=device),
         text_atts=torch.ones(n, 35, dtype=torch.long, device=device),
-        text_embeds=F.normalize(torch.randn(n, 256, device=device), dim=-1),
+        text_feats=F.normalize(torch.randn(n, 256, device=device), dim=-1),
     )
     pairs = max(1, tokens_budget // n_tok)
     feature_bytes = feats.image_tokens.numel() * 4
@@ -189,14 +187,14 @@ def rerank_memory(model, device: torch.device, frames: int, k: int, n: int, toke
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         t0 = time.perf_counter()
-        video_retrieval_scores(model, feats, k, pairs_per_batch=pairs)
+        retrieval_scores(model, feats, k, pairs_per_batch=pairs, directions=("v2t", "t2v"))
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
         how = "torch.cuda.max_memory_allocated above the stored features"
     else:
         t0 = time.perf_counter()
         with PeakRSS() as m:
-            video_retrieval_scores(model, feats, k, pairs_per_batch=pairs)
+            retrieval_scores(model, feats, k, pairs_per_batch=pairs, directions=("v2t", "t2v"))
         peak = m.growth
         how = "peak RSS growth (/proc/self/statm, 5 ms sampling) above the stored features"
     return {"frames": frames, "image_size": 384, "tokens_per_video": n_tok, "k": k, "videos": n, "pairs_per_itm_call": pairs,

@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace, video: bool) -> int:
             hint="use blip_retrieval:coco, blip_retrieval:flickr or blip_image_text_matching:base")
     if video:
         from lavislite.processors.video_processors import BlipVideoEvalProcessor
-        from lavislite.tasks.video_retrieval import encode_frames
+        from lavislite.tasks.retrieval import encode_frames
 
         size = int(getattr(ld.vis_processors["eval"], "image_size", 384))
         load_item = BlipVideoEvalProcessor(num_frames=args.num_frames, image_size=size)

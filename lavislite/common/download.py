@@ -13,19 +13,17 @@ lays files out by URL path. Its lock is used as is.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 from lavislite.common.errors import DownloadError
+from lavislite.common.utils import atomic_write  # noqa: F401  (also imported from here by common.checkpoint)
 
 logger = logging.getLogger(__name__)
 
@@ -47,35 +45,6 @@ def default_cache_dir() -> Path:
     from lavislite.common.config import get_cache_dir
 
     return Path(get_cache_dir())
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path in ``path``'s directory; on success fsync it and ``os.replace`` it onto ``path``.
-
-    On any exception the temp file is removed and ``path`` is left as it was, so a reader never sees
-    a half-written file under the final name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # make the rename itself durable (best effort: not every filesystem allows fsync on a dir)
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -1,11 +1,13 @@
 """Text -> image/video search over a gallery of files: ITC ranking, then ITM re-ranking of the best.
 
-BLIP's procedure (``lavislite.tasks.retrieval``) for a handful of queries over a folder: the gallery's
-normalised ITC embeddings are computed once in batches (only the embeddings are kept, so the gallery may be
-large); each query's top ``rerank_k`` items by cosine are re-read, encoded again for their tokens and scored
-by the ITM head; the final score is ``itm logit + cosine`` (BLIP's), or the cosine without re-ranking.
-A video is its frames seen by the image model (mean of the frames' projections; frame tokens concatenated
-for ITM), as in :mod:`lavislite.tasks.video_retrieval`.
+BLIP's procedure (``lavislite.tasks.retrieval``) for a handful of queries over a folder, through the
+:class:`~lavislite.models.protocols.RetrievalModel` contract: the gallery's ITC features are computed once
+in batches (only the features are kept, so the gallery may be large); ``model.itc_similarity`` ranks the
+gallery for each query; each query's top ``rerank_k`` items are re-read, encoded again for their tokens and
+scored by the ITM re-ranking evaluation uses (:mod:`lavislite.tasks.rerank`); the final score is
+``itm logit + similarity`` (BLIP's), or the similarity without re-ranking. A video is its frames seen by
+the image model (mean of the frames' features; frame tokens concatenated for ITM), as in the
+``video_retrieval`` configuration of :mod:`lavislite.tasks.retrieval`.
 """
 
 from __future__ import annotations
@@ -14,28 +16,28 @@ import logging
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.inference.data import ItemsDataset
 from lavislite.inference.inputs import Item
 from lavislite.inference.runner import RunStats, run_batches
+from lavislite.tasks.rerank import rerank_score, rerank_text_queries, top_candidates
 
 logger = logging.getLogger(__name__)
 
-Encode = Callable[[Tensor], "tuple[Tensor, Tensor]"]  # batch -> (tokens (B, N, D), unnormalised proj (B, E))
+Encode = Callable[[Tensor], "tuple[Tensor, Tensor]"]  # batch -> (tokens (B, N, D), ITC features (B, ...))
 
 
 def gallery_embeddings(items: Sequence[Item], load: Callable[[str], Tensor], encode: Encode, *, key: str, batch_size: int,
                        num_workers: int, skip_bad: bool, quiet: bool) -> tuple[list[Item], Tensor, RunStats]:
-    """``(readable items, their normalised ITC embeddings (n, E) on the CPU, stats)``."""
+    """``(readable items, their ITC features (n, ...) float32 on the CPU, stats)``."""
     kept: list[Item] = []
     embeds: list[Tensor] = []
 
     def fn(batch: dict) -> list[dict]:
-        _, proj = encode(batch[key])
-        embeds.append(F.normalize(proj.float(), dim=-1).cpu())
+        _, feats = encode(batch[key])
+        embeds.append(feats.float().cpu())
         kept.extend(Item(i, p) for i, p in zip(batch["id"], batch["path"]))
         return []
 
@@ -62,22 +64,23 @@ def search(
     names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Records ``{query, rank, id, score, itc[, itm]}``: each query's best ``top_k`` items (``query`` is
-    ``names[q]`` when given, e.g. the text as typed before cleaning)."""
+    ``names[q]`` when given, e.g. the text as typed before cleaning). ``embeds``: the gallery's ITC features
+    from :func:`gallery_embeddings`."""
     if top_k < 1:
         raise ConfigError(f"--top-k {top_k}: use an integer >= 1")
-    text_proj, ids, atts = model.encode_text(list(queries), max_length=max_length)
-    sims = F.normalize(text_proj.float(), dim=-1).cpu() @ embeds.t()  # (Q, n)
+    text_feats, ids, atts = model.encode_text(list(queries), max_length=max_length)
+    sims = model.itc_similarity(embeds, text_feats.float().cpu()).t().cpu()  # (Q, n)
     n = sims.shape[1]
     k = min(top_k, n)
     pool = min(max(rerank_k, k), n) if rerank_k > 0 else k
-    top_sim, top_idx = sims.topk(pool, dim=1)
+    top_idx, top_sim = top_candidates(sims, range(len(queries)), pool)
     itm = None
     if rerank_k > 0:
-        itm = _itm_scores(model, items, top_idx, ids, atts, load, encode, batch_size)
+        itm = rerank_text_queries(model, top_idx, ids, atts, lambda idx: _tokens(items, idx, load, encode, batch_size), batch_size)
     records = []
     names = list(names) if names is not None else list(queries)
     for q, query in enumerate(names):
-        score = top_sim[q] + (itm[q] if itm is not None else 0)
+        score = rerank_score(itm[q], top_sim[q]) if itm is not None else top_sim[q]
         order = score.argsort(descending=True)[:k]
         for rank, j in enumerate(order.tolist(), 1):
             rec = {"query": query, "rank": rank, "id": items[int(top_idx[q, j])].id, "score": float(score[j]),
@@ -88,22 +91,7 @@ def search(
     return records
 
 
-def _itm_scores(model: Any, items: Sequence[Item], top_idx: Tensor, ids: Tensor, atts: Tensor, load: Callable,
-                encode: Encode, batch_size: int) -> Tensor:
-    """ITM logits (Q, pool) of each query with its candidates; each candidate is read and encoded once."""
-    cands = sorted(set(top_idx.reshape(-1).tolist()))
-    tokens: dict[int, Tensor] = {}
-    for s in range(0, len(cands), batch_size):
-        chunk = cands[s : s + batch_size]
-        tok, _ = encode(torch.stack([load(items[c].path) for c in chunk]))
-        for c, t in zip(chunk, tok):
-            tokens[c] = t
-    q_n, pool = top_idx.shape
-    out = torch.empty(q_n, pool)
-    for q in range(q_n):
-        for s in range(0, pool, batch_size):
-            cols = top_idx[q, s : s + batch_size].tolist()
-            img = torch.stack([tokens[c] for c in cols])
-            r = len(cols)
-            out[q, s : s + r] = model.itm_logits(img, ids[q : q + 1].expand(r, -1), atts[q : q + 1].expand(r, -1)).float().cpu()
-    return out
+def _tokens(items: Sequence[Item], idx: list[int], load: Callable, encode: Encode, batch_size: int) -> Tensor:
+    """The visual tokens (len(idx), N, D) of the gallery items ``idx``, read and encoded ``batch_size`` at a time."""
+    parts = [encode(torch.stack([load(items[c].path) for c in idx[s : s + batch_size]]))[0] for s in range(0, len(idx), batch_size)]
+    return torch.cat(parts)

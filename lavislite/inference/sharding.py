@@ -80,7 +80,7 @@ def done_ids(output: str | os.PathLike, id_key: str = "id") -> set[str]:
 def merge(output: str | os.PathLike, order: Sequence[str] | None = None, id_key: str = "id") -> int:
     """Merge ``output`` and its part files into ``output`` (each id once; in ``order`` where given,
     unknown ids after in file order); delete the parts. Returns the number of records."""
-    from lavislite.common.download import atomic_write
+    from lavislite.common.utils import atomic_write
 
     output = Path(output)
     parts = existing_parts(output)

@@ -107,7 +107,7 @@ class ShardWriter:
             self._flush(self.shard_size)
 
     def _flush(self, n: int) -> None:
-        from lavislite.common.download import atomic_write
+        from lavislite.common.utils import atomic_write
 
         ids, rows = self.ids[:n], np.stack(self.rows[:n])
         self.ids, self.rows = self.ids[n:], self.rows[n:]

@@ -130,6 +130,8 @@ def build_wordpiece_vocab(texts: Iterable[str], vocab_size: int, out_dir: str | 
     """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+    from lavislite.common.utils import atomic_write
+
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -142,9 +144,8 @@ def build_wordpiece_vocab(texts: Iterable[str], vocab_size: int, out_dir: str | 
     if ordered[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
         raise RuntimeError(f"WordPiece training put the special tokens at unexpected ids: {ordered[:5]}")
     path = out / "vocab.txt"
-    tmp = path.with_suffix(".txt.tmp")
-    tmp.write_text("\n".join(ordered) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text("\n".join(ordered) + "\n", encoding="utf-8")
     with _LOCK:  # a rebuilt vocab must not be served from the memo
         for key in [k for k in _CACHE if k[0] == str(out.resolve())]:
             del _CACHE[key]

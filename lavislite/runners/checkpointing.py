@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lavislite.common.checkpoint import atomic_save
 from lavislite.common.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -97,12 +98,6 @@ def _py_state_from_plain(s: list) -> tuple:
 
 
 # -- save / load ------------------------------------------------------------------------------
-def _atomic_save(obj: Any, path: Path) -> Path:
-    from lavislite.common.checkpoint import atomic_save
-
-    return atomic_save(obj, path)
-
-
 def save_training_state(
     path: Path,
     *,
@@ -125,11 +120,11 @@ def save_training_state(
         "rng": rng,  # one capture_rng() per rank, in rank order
         "config": config_yaml,
     }
-    return _atomic_save(state, Path(path))
+    return atomic_save(state, Path(path))
 
 
 def save_best(path: Path, model: nn.Module, epoch: int, metric: float) -> Path:
-    return _atomic_save({"model": model.state_dict(), "epoch": epoch, "metric": float(metric)}, Path(path))
+    return atomic_save({"model": model.state_dict(), "epoch": epoch, "metric": float(metric)}, Path(path))
 
 
 def read(path: Path) -> dict[str, Any]:

@@ -8,10 +8,8 @@ from lavislite.tasks import (  # noqa: F401  (registration)
     captioning,
     image_text_pretrain,
     multimodal_classification,
-    retrieval,
-    video_qa,
-    video_retrieval,
-    vqa,
+    retrieval,  # also registers video_retrieval
+    vqa,  # also registers video_qa
 )
 
 __all__ = ["BaseTask", "setup_task"]

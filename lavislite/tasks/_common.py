@@ -1,12 +1,9 @@
-"""Small pieces the BLIP tasks share: reaching the dataset behind an evaluation loader, writing JSON outputs, and handing training progress to
-heads that ramp a weight over the first epochs."""
+"""Small pieces the BLIP tasks share: the model behind a DDP wrapper, the dataset behind an evaluation
+loader, JSON-friendly sample ids, and handing training progress to heads that ramp a weight over the
+first epochs."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,29 +31,6 @@ def loader_dataset(data_loader: Any, split: str, *, needs: tuple[str, ...] = ())
             f"evaluation dataset that exposes {', '.join(needs)} (see INTERFACES.md, Datasets)"
         )
     return dataset
-
-
-def write_json(path: Path, data: Any, *, indent: int | None = None) -> Path:
-    """Write ``data`` as JSON atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=indent, default=_json_default)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        return v.tolist()
-    if hasattr(v, "item"):
-        return v.item()
-    return str(v)
 
 
 def plain_id(v: Any) -> Any:

@@ -9,7 +9,6 @@ predictions). The runner gathers results across ranks and de-duplicates them by 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +21,7 @@ from lavislite.common.config import get_cache_dir
 from lavislite.common.errors import ConfigError
 from lavislite.common.logging import progress
 from lavislite.common.registry import registry
+from lavislite.common.utils import device_of, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class BaseTask:
     def evaluation(self, model: nn.Module, data_loader: Any, split: str) -> list[dict]:
         """``valid_step`` over every batch of this rank's shard, without autograd."""
         results: list[dict] = []
-        device = _device_of(model)
+        device = device_of(model)
         from lavislite.runners.loop import move_to
 
         with torch.inference_mode():
@@ -130,25 +130,7 @@ class BaseTask:
         if output_dir is None:
             return None
         tag = str(epoch).replace(" ", "_").replace("(", "").replace(")", "")
-        path = Path(output_dir) / "result" / f"{split}_epoch{tag}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, default=_json_default), encoding="utf-8")
-        return path
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        return v.tolist()
-    if hasattr(v, "item"):
-        return v.item()
-    return str(v)
+        return write_json(Path(output_dir) / "result" / f"{split}_epoch{tag}.json", results)
 
 
 def setup_task(cfg: Any) -> BaseTask:

@@ -20,8 +20,9 @@ from torch import nn
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
+from lavislite.common.utils import write_json
 from lavislite.models.protocols import Captioner
-from lavislite.tasks._common import loader_dataset, plain_id, unwrap, write_json
+from lavislite.tasks._common import loader_dataset, plain_id, unwrap
 from lavislite.tasks.base_task import BaseTask
 
 logger = logging.getLogger(__name__)

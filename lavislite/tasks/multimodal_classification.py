@@ -15,7 +15,8 @@ from torch import nn
 
 from lavislite.common.errors import DataError
 from lavislite.common.registry import registry
-from lavislite.tasks._common import plain_id, unwrap, write_json
+from lavislite.common.utils import write_json
+from lavislite.tasks._common import plain_id, unwrap
 from lavislite.tasks.base_task import BaseTask
 
 logger = logging.getLogger(__name__)

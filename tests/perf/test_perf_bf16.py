@@ -132,11 +132,11 @@ def test_bf16_itm_rerank_within_tolerance(perf_tok, images):
 
     with torch.inference_mode():
         f32, f16 = feats(model), feats(m16)
-        assert float((f32.sims() - f16.sims()).abs().max()) < 0.05
+        assert float((f32.sims(model) - f16.sims(m16)).abs().max()) < 0.05
         s32 = retrieval_scores(model, f32, 3, pairs_per_batch=6)
         # re-rank the same candidates (fp32 ITC top-k) with the bf16 ITM head: only the ITM logits differ
-        s16 = retrieval_scores(m16, RetrievalFeatures(f16.image_tokens, f32.image_embeds, f32.text_ids, f32.text_atts,
-                                                      f32.text_embeds), 3, pairs_per_batch=6)
+        s16 = retrieval_scores(m16, RetrievalFeatures(f16.image_tokens, f32.image_feats, f32.text_ids, f32.text_atts,
+                                                      f32.text_feats), 3, pairs_per_batch=6)
     for d in ("i2t", "t2i"):
         (_, i32, v32), (_, i16, v16) = s32[d], s16[d]
         assert torch.equal(i32, i16)

@@ -1,9 +1,9 @@
-"""The re-ranking levers of lavislite/tasks/_rerank.py: pairs grouped by image (one ITM call per image and
+"""The re-ranking levers of lavislite/tasks/rerank.py: pairs grouped by image (one ITM call per image and
 chunk), a pair shared by both directions scored once, unused padding columns dropped, same scores."""
 
 import torch
 
-from lavislite.tasks._rerank import itm_pair_logits, rerank_both_directions, trim_padding
+from lavislite.tasks.rerank import itm_pair_logits, rerank_both_directions, trim_padding
 
 
 class CountingItm:

@@ -26,7 +26,7 @@ def features(model, n_img=N_IMG, n_txt=N_TXT) -> RetrievalFeatures:
 
 def reference(model, feats: RetrievalFeatures, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """BLIP's train_retrieval.evaluation: one query at a time, image tokens repeated k times."""
-    sims = feats.sims()
+    sims = feats.sims(model)
     n_img, n_txt = sims.shape
     i2t = torch.full((n_img, n_txt), FILL)
     for i in range(n_img):

@@ -30,7 +30,7 @@ def test_video_qa_end_to_end_from_yaml(env, tmp_path, method):
 
 def test_video_qa_feeds_concatenated_frame_tokens(env):
     """predict_answers gets (B, T*N, D): the frames' ViT tokens concatenated in frame order."""
-    from lavislite.tasks.video_qa import VideoQATask
+    from lavislite.tasks.vqa import VideoQATask
 
     torch.manual_seed(0)
     model = tiny_model("blip_vqa", env[1], env[2])

@@ -107,7 +107,7 @@ def eval_image_ids(records: Sequence[dict], source: str) -> list[int]:
 
 def write_coco_gt(path: Path, image_ids: Sequence[int], captions: Sequence[Sequence[str]]) -> Path:
     """Write a COCO-format caption ground truth (what pycocoevalcap reads) atomically."""
-    from lavislite.common.download import atomic_write
+    from lavislite.common.utils import atomic_write
 
     images = [{"id": int(i)} for i in image_ids]
     anns = []
