@@ -112,11 +112,12 @@ def _run_text(args: argparse.Namespace) -> int:
     import time
 
     from lavislite.inference import sharding
-    from lavislite.inference.loading import load, pick_device
+    from lavislite.common.utils import resolve_device
+    from lavislite.inference.loading import load
     from lavislite.inference.output import summary
     from lavislite.inference.runner import RunStats
 
-    device = pick_device(args.device)
+    device = resolve_device(args.device, what="--device")
     shard = sharding.init(device)
     try:
         ld = load(args, device)

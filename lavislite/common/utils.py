@@ -1,4 +1,5 @@
-"""Small helpers the whole package shares: where a model lives, and writing a file atomically.
+"""Small helpers the whole package shares: which device to use, where a model lives, and writing a file
+atomically.
 
 One implementation each, so a fix (an fsync, a device rule) reaches every caller.
 """
@@ -15,7 +16,28 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-__all__ = ["atomic_write", "device_of", "json_default", "write_json"]
+from lavislite.common.errors import ConfigError
+
+__all__ = ["atomic_write", "device_of", "json_default", "resolve_device", "write_json"]
+
+
+def resolve_device(name: str | None, *, what: str = "run.device") -> torch.device:
+    """The device a setting names: ``auto`` (or empty) = this process's GPU when CUDA is available, else the
+    CPU. "This process's GPU" is ``LOCAL_RANK`` (torchrun sets it; 0 otherwise), also for a bare ``cuda``.
+    ``what`` names the setting in the error for an unusable value."""
+    name = str(name or "auto")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if name == "auto":
+        return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"{what}={name!r} is not a device; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{what}={name!r} but CUDA is not available here; use auto or cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local)
+    return device
 
 
 def device_of(model: nn.Module) -> torch.device:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from lavislite.common.errors import CheckpointError, ConfigError, DownloadError
+from lavislite.common.utils import resolve_device
 from lavislite.inference.options import parse_model, parse_overrides
 
 logger = logging.getLogger(__name__)
@@ -39,14 +39,6 @@ class Loaded:
         return x.to(self.device, dtype=self.dtype, non_blocking=True)
 
 
-def pick_device(requested: str | None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
 def load(args: argparse.Namespace, device: torch.device | None = None) -> Loaded:
     """``load_model_and_preprocess`` from ``--model/--checkpoint/--tokenizer/--device/--dtype/--option``.
 
@@ -62,7 +54,7 @@ def load(args: argparse.Namespace, device: torch.device | None = None) -> Loaded
         overrides["tokenizer"] = str(args.tokenizer)
     if folder is not None:
         name, mtype = _folder_head(folder, getattr(args, "command", None), overrides)
-    device = device or pick_device(getattr(args, "device", None))
+    device = device or resolve_device(getattr(args, "device", None), what="--device")
     dtype = _DTYPES[getattr(args, "dtype", "fp32") or "fp32"]
     what = str(folder) if folder is not None else f"{name}:{mtype}"
     try:

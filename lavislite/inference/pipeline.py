@@ -10,7 +10,8 @@ from typing import Any, Callable, Sequence
 from lavislite.inference import sharding
 from lavislite.inference.data import ItemsDataset, ShardImageDataset
 from lavislite.inference.inputs import discover, expand_shards, split_inputs
-from lavislite.inference.loading import Loaded, load, pick_device
+from lavislite.common.utils import resolve_device
+from lavislite.inference.loading import Loaded, load
 from lavislite.inference.output import Output, summary
 from lavislite.inference.runner import BatchFn, RunStats, run_batches
 
@@ -45,7 +46,7 @@ def run_image_command(
     make_output: Callable[[argparse.Namespace, sharding.Shard], Any] | None = None,
 ) -> int:
     """Run ``make_fn(loaded)`` over the images of ``args.inputs`` with ``args`` run options; 0 on success."""
-    device = pick_device(getattr(args, "device", None))
+    device = resolve_device(getattr(args, "device", None), what="--device")
     shard = sharding.init(device)
     try:
         loaded = load(args, device)

@@ -8,10 +8,11 @@
     rng        per rank: python, numpy, torch CPU and CUDA generator states
     config     the merged run config (yaml text) for reference
 
-It is read with ``weights_only=True`` (no pickled code runs) and loaded strictly: the state came from
-this very model class, so a missing key is a real error (LAVIS #153 resumed non-strictly from files that
-lacked frozen/momentum weights and failed). The one documented exception is a buffer the model marks
-as rebuilt on construction (``_IGNORED`` in lavislite.common.checkpoint: ``embeddings.position_ids``).
+It is read with ``weights_only=True`` (no pickled code runs), and the weights go through
+:func:`lavislite.common.checkpoint.load_checkpoint` like every other checkpoint, with ``strict=True``: the
+state came from this very model class, so a missing key is a real error (LAVIS #153 resumed non-strictly
+from files that lacked frozen/momentum weights and failed). The one documented exception is a buffer the
+model rebuilds on construction (``embeddings.position_ids``), which ``load_checkpoint`` ignores.
 ``checkpoint_best.pth`` is ``{"model": state_dict, "epoch", "metric"}``, loadable by ``load_checkpoint``.
 """
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lavislite.common.checkpoint import atomic_save
+from lavislite.common.checkpoint import atomic_save, load_checkpoint
 from lavislite.common.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -138,21 +139,17 @@ def read(path: Path) -> dict[str, Any]:
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Strict load of a checkpoint written from this model class (see the module docstring)."""
-    from lavislite.common.checkpoint import _IGNORED
-
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not _IGNORED.search(k)]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
+    """Strict load of a checkpoint written from this model class (see the module docstring); a state that
+    does not fit exactly leaves the model untouched and raises, naming ``source`` and the keys at fault."""
+    try:
+        load_checkpoint(model, state, strict=True)
+    except CheckpointError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = "; ".join(lines[1:-1] if len(lines) > 2 else lines)  # the key lists, without load_checkpoint's own advice
         raise CheckpointError(
-            f"{source} does not fit the model {type(model).__name__}: "
-            f"missing {missing[:10]}{'...' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}, "
-            f"shape mismatches {mismatched[:10]}. A resume checkpoint must come from the same model config; "
-            f"to start from other weights use model.checkpoint instead of run.resume_ckpt_path."
-        )
-    model.load_state_dict(state, strict=False)  # strictness checked above, allowing only _IGNORED keys
+            f"{source} does not fit the model {type(model).__name__}: {detail}. A resume checkpoint must come from the "
+            f"same model config; to start from other weights use model.checkpoint instead of run.resume_ckpt_path."
+        ) from exc
 
 
 def load_training_state(

@@ -29,6 +29,7 @@ from lavislite.runners.evaluation import evaluate_split
 from lavislite.runners.loop import TrainContext, amp_dtype, make_scaler, steps_in_epoch, train_epoch
 from lavislite.runners.lr_schedulers import build_lr_scheduler
 from lavislite.runners.optim import build_optimizer
+from lavislite.common.utils import resolve_device
 from lavislite.runners.rundir import prepare_run_dir
 from lavislite.tasks.base_task import BaseTask
 
@@ -39,19 +40,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``run.device``: auto = this rank's GPU when CUDA is available, else CPU."""
-    name = str(name or "auto")
-    if name == "auto":
-        return torch.device("cuda", dist.get_local_rank()) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name!r} but CUDA is not available here; use run.device=auto or cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", dist.get_local_rank())
-    return device
 
 
 @registry.register_runner("runner_base")

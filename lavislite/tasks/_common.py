@@ -28,7 +28,7 @@ def loader_dataset(data_loader: Any, split: str, *, needs: tuple[str, ...] = ())
     if missing:
         raise ConfigError(
             f"split {split!r}: dataset {type(dataset).__name__} has no {', '.join(missing)}; this task needs an "
-            f"evaluation dataset that exposes {', '.join(needs)} (see INTERFACES.md, Datasets)"
+            f"evaluation dataset that exposes {', '.join(needs)} (see docs/datasets.md)"
         )
     return dataset
 

@@ -119,7 +119,7 @@ class BlipVQA(BlipBase):
         """Answer-weighted LM loss: ``sum(weight_i * loss_i) / batch`` (loss_i summed over tokens, smoothing 0.1)."""
         for key in ("answer", "weight", "n_answers"):
             if samples.get(key) is None:
-                raise DataError(f"BlipVQA training needs samples[{key!r}] (see INTERFACES: answer, weight, n_answers)")
+                raise DataError(f"BlipVQA training needs samples[{key!r}]; the VQA datasets' collater gives answer, weight and n_answers")
         states, q_mask = self.encode_question(samples)
         batch = states.shape[0]
         n_answers = torch.as_tensor(samples["n_answers"], device=self.device).long()
