@@ -151,9 +151,9 @@ def _remove_stale_temps(out_dir: Path, name: str) -> None:
 def run(cfg: CapFiltConfig) -> RunResult:
     """Bootstrap every input shard (this rank's share under torchrun); see the module docstring."""
     from lavislite.inference import sharding
-    from lavislite.inference.loading import pick_device
+    from lavislite.common.utils import resolve_device
 
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device, what="run.device")
     part = sharding.init(device)
     try:
         all_shards = io.list_shards(cfg.shards, cfg.annotations, cfg.images_per_shard)
