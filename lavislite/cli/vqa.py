@@ -83,7 +83,7 @@ def _vqa_fn(args: argparse.Namespace, ld, method: str, answers):
         import torch
 
         with torch.inference_mode():
-            embeds = model.visual_encoder(ld.to_model(batch["image"]))  # once per image, shared by its questions
+            embeds = model.visual_tokens(ld.to_model(batch["image"]))  # once per image, shared by its questions
         b = embeds.shape[0]
         preds = model.predict_answers(
             {"image_embeds": embeds.repeat_interleave(nq, 0), "text_input": [q for _ in range(b) for q in questions]},

@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from lavislite.common.errors import ConfigError
@@ -45,8 +46,10 @@ class Captioner(Protocol):
         top_p: float = 0.9,
         repetition_penalty: float = 1.0,
         num_captions: int = 1,
+        generator: torch.Generator | None = None,
     ) -> list[str]:
-        """``num_captions`` captions per ``samples["image"]`` (B, 3, H, W), grouped per image."""
+        """``num_captions`` captions per ``samples["image"]`` (B, 3, H, W), grouped per image; ``generator``
+        seeds nucleus sampling."""
         ...
 
 

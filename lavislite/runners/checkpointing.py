@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lavislite.common.checkpoint import atomic_save, load_checkpoint
+from lavislite.common import checkpoint as common_checkpoint
 from lavislite.common.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -121,11 +121,11 @@ def save_training_state(
         "rng": rng,  # one capture_rng() per rank, in rank order
         "config": config_yaml,
     }
-    return atomic_save(state, Path(path))
+    return common_checkpoint.atomic_save(state, Path(path))
 
 
 def save_best(path: Path, model: nn.Module, epoch: int, metric: float) -> Path:
-    return atomic_save({"model": model.state_dict(), "epoch": epoch, "metric": float(metric)}, Path(path))
+    return common_checkpoint.atomic_save({"model": model.state_dict(), "epoch": epoch, "metric": float(metric)}, Path(path))
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: P
     """Strict load of a checkpoint written from this model class (see the module docstring); a state that
     does not fit exactly leaves the model untouched and raises, naming ``source`` and the keys at fault."""
     try:
-        load_checkpoint(model, state, strict=True)
+        common_checkpoint.load_checkpoint(model, state, strict=True)
     except CheckpointError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = "; ".join(lines[1:-1] if len(lines) > 2 else lines)  # the key lists, without load_checkpoint's own advice

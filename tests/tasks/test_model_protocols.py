@@ -62,7 +62,7 @@ class _ShortGenerate:
 @pytest.mark.parametrize("task_name, model, missing", [
     ("retrieval", _NoItm(), "RetrievalModel.itm_logits"),
     ("video_retrieval", _NoItm(), "RetrievalModel.itm_logits"),
-    ("captioning", _ShortGenerate(), "Captioner.generate(use_nucleus_sampling, top_p, repetition_penalty, num_captions)"),
+    ("captioning", _ShortGenerate(), "Captioner.generate(use_nucleus_sampling, top_p, repetition_penalty, num_captions, generator)"),
     ("vqa", _ShortGenerate(), "VQAModel.predict_answers, VQAModel.visual_tokens"),
     ("video_qa", _ShortGenerate(), "VQAModel.predict_answers, VQAModel.visual_tokens"),
 ])
