@@ -55,7 +55,10 @@ def _not_a_folder(name: Any) -> str:
 def _build(name: Any, model_type: str | None, checkpoint: str | None, overrides: Mapping[str, Any]) -> tuple[Any, DictConfig]:
     cfg = _config(name, model_type, checkpoint, overrides)
     model = registry.get_model_class(cfg.model.arch if model_type is None else name).from_config(cfg.model)
+    if getattr(model, "_model_cfg", None) is None:  # a plugin whose from_config does not use build_and_load
+        model._model_cfg = cfg.model
     model._preprocess_cfg = cfg.preprocess  # what save_pretrained writes beside the weights
+    model._imports = list(cfg.get("imports") or [])  # a folder's plugin modules, kept on re-export
     return model, cfg
 
 

@@ -122,7 +122,9 @@ def save(
 
     ``model_config`` is the ``model:`` section it was built from (default: the one recorded when it was
     built); ``preprocess`` the processors (default: those it was loaded with, else its type's), their
-    image size following ``model.image_size``. An existing model folder at ``out_dir`` is replaced.
+    image size following ``model.image_size``; ``imports`` the plugin modules that register its classes
+    (default: those of the folder it was loaded from, plus the model class's own module when it is not
+    lavislite's). An existing model folder at ``out_dir`` is replaced.
     """
     from lavislite.common.checkpoint import save_checkpoint
     from lavislite.processors.sizes import follow_image_size
@@ -154,6 +156,10 @@ def save(
     if tokenizer is not None:
         _save_tokenizer(tokenizer, out / TOKENIZER_DIR)
         data["tokenizer"] = TOKENIZER_DIR
+    imports = list(imports or getattr(model, "_imports", None) or ())
+    module = type(model).__module__
+    if not module.startswith("lavislite.") and module not in imports:
+        imports.append(module)  # a plugin class: its module registers it when the folder is loaded
     doc = {"format": FORMAT, "imports": [str(m) for m in imports or ()], "model": data, "preprocess": OmegaConf.to_container(prep)}
     _write_text(out / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(doc)))
     return out

@@ -79,3 +79,21 @@ def test_pictures_are_valid_pngs(quick):
             im.verify()
         with Image.open(path) as im:
             assert im.format == "PNG" and min(im.size) > 100, name
+
+
+def test_ready_commands_are_printed_and_run(quick, capsys):
+    """Every trained stage is a model folder; the printed caption command runs as pasted (issue 15)."""
+    import shlex
+
+    from lavislite.cli import main
+
+    result, lines = quick
+    for stage in ("pretrain", "caption", "retrieval", "vqa", "nlvr"):
+        assert (Path(result.run_dirs[stage]) / "model" / "lavislite_model.yaml").is_file(), stage
+    printed = [line.strip() for line in lines]
+    assert len(result.commands) >= 5 and all(c in printed for c in result.commands)
+    caption = next(c for c in result.commands if c.startswith("lavislite caption "))
+    assert caption.endswith(f"--model {shlex.quote(result.run_dirs['caption'])}")
+    assert main([*shlex.split(caption)[1:], "--quiet"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(rows) == 1 and isinstance(rows[0]["caption"], str)

@@ -200,3 +200,17 @@ def test_demo_prints_ready_commands():
     for cmd in ("retrieve", "match", "features"):
         assert any(line.startswith(f"lavislite {cmd} ") and line.endswith("--model /r/ret") for line in lines), cmd
     json.dumps(lines)
+
+
+def test_a_plugin_model_folder_records_its_module(tmp_path):
+    """A model class from the user's own module: the folder names the module, and loading imports it."""
+    from lavislite.common.registry import registry
+
+    registry.import_modules(["tests.foundation.plugin_pkg.my_plugins"])
+    torch.manual_seed(0)
+    model = lavislite.load_model("test_tiny_linear", "default", hidden=3)
+    folder = lavislite.export_model(model, tmp_path / "plugin")
+    assert "tests.foundation.plugin_pkg.my_plugins" in (folder / CONFIG_FILE).read_text()
+    assert not (folder / TOKENIZER_DIR).exists()  # the plugin model has no tokenizer
+    again = lavislite.load_model(folder)
+    assert again.linear.in_features == 3 and _same_weights(model, again)

@@ -96,3 +96,25 @@ def test_match_retrieve_features_by_retrieval_run(runs, capsys):
     assert main(["features", str(images[0]), "--model", model, "--quiet"]) == 0
     (row,) = _jsonl(capsys)
     assert len(row["feature"]) == 64  # the demo retrieval model's ITC projection size (embed_dim)
+
+
+def test_the_demo_commands_run_as_printed(runs, capsys):
+    """``ready_commands`` (what ``lavislite demo`` prints) pasted as they are, on runs like the demo's."""
+    import shlex
+    import subprocess
+    import sys
+
+    from lavislite.demo.run import ready_commands
+
+    run_dirs, images = runs
+    commands = ready_commands({k: str(v) for k, v in run_dirs.items()}, images[0])
+    assert [c.split()[1] for c in commands] == ["caption", "vqa", "retrieve", "match", "features", "-c"]
+    for command in commands:
+        argv = shlex.split(command)
+        if argv[0] == "lavislite":
+            assert main([*argv[1:], "--quiet"]) == 0, command
+            assert capsys.readouterr().out.strip(), command
+        else:  # the Python one-liner, in a fresh interpreter
+            done = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert "BlipCaption" in done.stdout
