@@ -199,7 +199,7 @@ class ModelZoo:
             url = m.get("finetuned") if m.get("load_finetuned") and m.get("finetuned") else (
                 m.get("pretrained") if m.get("load_pretrained") else None)
             weights = f"`{str(url).rsplit('/', 1)[-1]}`" if url else "random init"
-            lines.append(f"| `{e.name}` | `{e.model_type}` | {m.get('vit_type', '-') + (' (resized)' if m.get('vit_overrides') else '')} | {m.get('image_size', '-')} | {weights} |")
+            lines.append(f"| `{e.name}` | `{e.model_type}` | {m.get('vit_type', m.get('vit_model', '-')) + (' (resized)' if m.get('vit_overrides') else '')} | {m.get('image_size', '-')} | {weights} |")
         return "\n".join(lines)
 
 

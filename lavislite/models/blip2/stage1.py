@@ -201,6 +201,16 @@ class Blip2Qformer(Blip2Base):
 class Blip2ITM(Blip2Qformer):
     """LAVIS's ``Blip2ITM``: ``forward(samples, match_head)`` scores each image with its text."""
 
+    @classmethod
+    def from_config(cls, cfg: Any, tokenizer: Any = None) -> "Blip2ITM":
+        # the model types share blip2's yamls (as in LAVIS); a saved config must name this head to reload as it
+        from omegaconf import DictConfig, open_dict
+
+        if isinstance(cfg, DictConfig) and cfg.get("arch") in ("blip2", "blip2_feature_extractor"):
+            with open_dict(cfg):
+                cfg.arch = "blip2_image_text_matching"
+        return super().from_config(cfg, tokenizer)
+
     def forward(self, samples: dict, match_head: str = "itm") -> Tensor:  # type: ignore[override]
         """``itm``: logits (B, 2) (the queries' mean); ``itc``: (B, 1) the max over the queries of the cosine
         between image i and text i (no temperature). Texts are padded to the longest (LAVIS does not pad, so
