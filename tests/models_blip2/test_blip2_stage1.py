@@ -22,6 +22,17 @@ def test_registry_names_and_types():
     assert itm.model_types() == ["coco", "pretrain", "pretrain_vitL", "tiny"]
 
 
+def test_itm_head_names_itself_in_its_config(tiny_tok):
+    """The ITM head shares blip2's yamls (as in LAVIS); the config it was built from (which a model folder
+    saves) names the ITM head, so it reloads as one."""
+    from lavislite.common.config import model_type_config
+
+    cls = registry.get_model_class("blip2_image_text_matching")
+    cfg = model_type_config(cls, "tiny", {"qformer_overrides": {"vocab_size": len(tiny_tok)}})
+    assert cfg.model.arch == "blip2"
+    assert type(cls.from_config(cfg.model, tokenizer=tiny_tok)) is cls and cfg.model.arch == "blip2_image_text_matching"
+
+
 def test_forward_losses_gradients_and_frozen_encoder(build_blip2):
     model = build_blip2().train()
     torch.manual_seed(0)
