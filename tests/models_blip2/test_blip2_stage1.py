@@ -22,6 +22,13 @@ def test_registry_names_and_types():
     assert itm.model_types() == ["coco", "pretrain", "pretrain_vitL", "tiny"]
 
 
+def test_heads_satisfy_the_retrieval_and_feature_contracts():
+    from lavislite.models.protocols import FeatureExtractor, RetrievalModel, missing_methods
+
+    for name in ("blip2", "blip2_feature_extractor", "blip2_image_text_matching"):
+        assert missing_methods(registry.get_model_class(name), [RetrievalModel, FeatureExtractor]) == []
+
+
 def test_itm_head_names_itself_in_its_config(tiny_tok):
     """The ITM head shares blip2's yamls (as in LAVIS); the config it was built from (which a model folder
     saves) names the ITM head, so it reloads as one."""
