@@ -119,3 +119,47 @@ def test_batched_equals_per_query_tiny_blip(tmp_path):
     torch.testing.assert_close(i2t, ref_i2t, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(t2i, ref_t2i, rtol=1e-5, atol=1e-5)
     assert ((i2t > FILL).sum(1) == 5).all() and ((t2i > FILL).sum(1) == 5).all()
+
+
+class ToyMultiVector(ToyRetrieval):
+    """Several ITC vectors per image (as BLIP-2's query vectors) with the max over them: the model owns its
+    similarity, the task keeps the features opaque."""
+
+    def encode_image(self, image: torch.Tensor):
+        tokens, _ = super().encode_image(image)
+        return tokens, torch.stack([self.proj_i(tokens[:, 0] * w) for w in (1.0, -1.0, 0.5)], dim=1)  # (B, 3, E)
+
+    def itc_similarity(self, image_feats, text_feats):
+        image = F.normalize(image_feats.float(), dim=-1)
+        text = F.normalize(text_feats.float(), dim=-1)
+        return torch.einsum("iqe,te->iqt", image, text).amax(1)
+
+
+def test_the_model_owns_its_similarity():
+    """A model with several vectors per image is ranked by its own itc_similarity, evaluation and search alike."""
+    from lavislite.inference.inputs import Item
+    from lavislite.inference.search import gallery_embeddings, search
+
+    model = ToyMultiVector().eval()
+    with torch.inference_mode():
+        feats = features(model)
+        assert feats.image_feats.shape[1:] == (3, 4)
+        sims = feats.sims(model)
+        ref_i2t, ref_t2i = reference(model, feats, 4)
+        i2t, t2i = dense(retrieval_scores(model, feats, 4, pairs_per_batch=8))
+        g = torch.Generator().manual_seed(0)
+        gallery = {f"p{i}": torch.randn(3, 4, 4, generator=g) for i in range(6)}
+        items = [Item(f"i{i}", f"p{i}") for i in range(6)]
+        kept, emb, _ = gallery_embeddings(items, gallery.__getitem__, model.encode_image, key="image", batch_size=4,
+                                          num_workers=0, skip_bad=False, quiet=True)
+        found = search(model, ["a red square"], kept, emb, gallery.__getitem__, model.encode_image, top_k=3, rerank_k=0)
+        one = model.itc_similarity(model.encode_image(torch.stack(list(gallery.values())))[1], model.encode_text(["a red square"])[0])
+    torch.testing.assert_close(i2t, ref_i2t)
+    torch.testing.assert_close(t2i, ref_t2i)
+    first = F.normalize(feats.image_feats[:, 0].float(), dim=-1) @ F.normalize(feats.text_feats.float(), dim=-1).t()
+    assert not torch.allclose(sims, first)  # the max over the vectors is not the first vector's cosine
+    # the top-k candidates are the max-over-vectors ones
+    assert torch.equal(i2t.topk(4, dim=1).indices.sort(1).values, sims.topk(4, dim=1).indices.sort(1).values)
+    order = one[:, 0].argsort(descending=True)[:3].tolist()
+    assert [r["id"] for r in found] == [f"i{i}" for i in order]
+    assert [r["score"] for r in found] == pytest.approx(one[order, 0].tolist(), abs=1e-6)
