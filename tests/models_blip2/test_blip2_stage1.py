@@ -151,3 +151,22 @@ def test_vision_checkpoint_file_and_resolution_change(build_blip2, tmp_path):
     torch.testing.assert_close(model.visual_encoder.blocks[1].attn.qkv.weight, donor.blocks[1].attn.qkv.weight)
     assert model.visual_encoder.pos_embed.shape == (1, 17, 32)
     torch.testing.assert_close(model.visual_encoder.pos_embed[:, 0], donor.pos_embed[:, 0])
+
+
+def test_retrieval_task_scores_on_blip2(build_blip2):
+    """The retrieval task's ITC-then-ITM re-ranking runs on BLIP-2's features (32-query max inside the model):
+    each re-ranked score is the pair's ITM logit plus its ITC similarity."""
+    from lavislite.tasks.retrieval import RetrievalFeatures, encode_texts, retrieval_scores
+
+    model = build_blip2("blip2_image_text_matching").eval()
+    with torch.no_grad():
+        tokens, image_feats = model.encode_image(_batch()["image"][:3])
+        text_feats, ids, atts = encode_texts(model, TEXTS)
+        feats = RetrievalFeatures(tokens, image_feats.float(), ids, atts, text_feats)
+        out = retrieval_scores(model, feats, k_test=2)
+        sims = feats.sims(model)
+        rows, top, scores = out["i2t"]
+        i, j = 0, int(top[0, 0])
+        expected = model.itm_logits(tokens[i : i + 1], ids[j : j + 1], atts[j : j + 1])[0] + sims[i, j]
+    assert top.shape == (3, 2) and scores.shape == (3, 2)
+    torch.testing.assert_close(scores[0, 0], expected, atol=1e-4, rtol=1e-4)
