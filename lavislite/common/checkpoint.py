@@ -1,9 +1,13 @@
 """The one checkpoint loader for every lavislite model, and the matching (atomic) savers.
 
-Sources: an http(s) URL (fetched once into the cache), a ``.pth/.pt/.bin`` file (official BLIP /
-LAVIS ``{'model': sd}``, ``{'state_dict': sd}`` or a bare state dict), a ``.safetensors`` file, a
-transformers-format directory or a hub id such as ``Salesforce/blip-image-captioning-base``
-(transformers keys are mapped to the official names by ``lavislite.models.hf_mapping``).
+Sources: an http(s) URL (fetched once into the cache), a ``.pth/.pt/.bin`` file (``{'model': sd}``,
+``{'state_dict': sd}`` or a bare state dict), a ``.safetensors`` file, a sharded checkpoint's
+``*.index.json``, a transformers-format directory or a hub id such as ``Salesforce/blip-image-captioning-base``.
+
+This module knows no model family. Foreign key layouts are rewritten by *checkpoint converters* that
+families register (``registry.register_checkpoint_converter``) and that a model names in its
+``checkpoint_converters``; a tensor whose shape differs from the model's (a position embedding for
+another image size) is offered to the ``resize_checkpoint_tensor`` hook of the module that owns it.
 
 Pickles are only ever read with ``torch.load(..., weights_only=True)``: a file that needs anything
 beyond tensors and plain containers is refused, never executed.
@@ -22,7 +26,7 @@ import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -45,8 +49,49 @@ _IGNORED = re.compile(r"(^|\.)embeddings\.position_ids$")  # a fixed arange buff
 
 
 # -- reading ------------------------------------------------------------------------------------
-def read_state_dict(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> StateDict:
-    """A flat ``{name: tensor}`` state dict (official key names) from a URL, file, directory or hub id."""
+@runtime_checkable
+class CheckpointConverter(Protocol):
+    """Rewrites one foreign key layout (e.g. transformers' names) into a model family's own names."""
+
+    def detect(self, keys: Collection[str]) -> bool:
+        """True when a state dict with these keys is in this converter's format."""
+
+    def convert(self, state_dict: StateDict) -> StateDict:
+        """The same weights under the family's names (raise ``CheckpointError`` for keys it cannot map)."""
+
+
+def convert_state_dict(sd: StateDict, converters: Iterable[str | CheckpointConverter]) -> tuple[StateDict, str | None]:
+    """``sd`` rewritten by the first converter whose ``detect`` accepts its keys, and that converter's name.
+
+    ``converters`` holds registered names (``registry.register_checkpoint_converter``) or converter
+    objects; ``(sd, None)`` when none applies.
+    """
+    for spec in converters:
+        if isinstance(spec, str):
+            from lavislite.common.registry import registry
+
+            converter, name = registry.get_checkpoint_converter(spec), spec
+        else:
+            converter, name = spec, getattr(spec, "name", type(spec).__name__)
+        if converter.detect(sd.keys()):
+            return converter.convert(sd), name
+    return sd, None
+
+
+def read_state_dict(
+    source: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    converters: Iterable[str | CheckpointConverter] = (),
+) -> StateDict:
+    """A flat ``{name: tensor}`` state dict from a URL, file, directory or hub id.
+
+    Keys are as stored, unless one of ``converters`` (see :func:`convert_state_dict`) recognises them.
+    """
+    return convert_state_dict(_read_source(source, cache_dir), converters)[0]
+
+
+def _read_source(source: str | os.PathLike, cache_dir: str | os.PathLike | None) -> StateDict:
     if is_url(source):
         path = cached_path(source, cache_dir=cache_dir)
         try:
@@ -92,7 +137,7 @@ def _read_file(path: Path) -> StateDict:
             f"Unknown checkpoint format: {path}. lavislite reads {', '.join(TORCH_SUFFIXES)} (torch), "
             f"{SAFETENSORS_SUFFIX}, a transformers directory or a hub id; rename the file if it is one of these."
         )
-    return _to_official_keys(sd, path, required=False)
+    return sd
 
 
 def _torch_load(path: Path) -> Any:
@@ -160,7 +205,7 @@ def _read_sharded(index: Path) -> StateDict:
         shard_path = index.parent / shard
         if not shard_path.is_file():
             raise CheckpointError(f"{index} lists the shard {shard}, but {shard_path} does not exist; download it too.")
-        sd.update(_read_plain(shard_path))  # converted once, merged: one shard alone may not look like HF
+        sd.update(_read_plain(shard_path))  # converters see the merged dict: one shard alone may not look foreign
     return sd
 
 
@@ -168,8 +213,7 @@ def _read_hf_dir(directory: Path, source: str) -> StateDict:
     for name in HF_WEIGHT_FILES:
         if (directory / name).is_file():
             path = directory / name
-            sd = _read_sharded(path) if name.endswith(".index.json") else _read_plain(path)
-            return _to_official_keys(sd, path, required=True)
+            return _read_sharded(path) if name.endswith(".index.json") else _read_plain(path)
     raise CheckpointError(
         f"{source}: the directory {directory} holds no transformers weights (looked for {', '.join(HF_WEIGHT_FILES)}; "
         f"found {sorted(p.name for p in directory.iterdir())[:10]}). Point at the weight file itself or a complete model directory."
@@ -180,17 +224,6 @@ def _read_plain(path: Path) -> StateDict:
     if path.name.endswith(SAFETENSORS_SUFFIX):
         return _read_safetensors(path)
     return _unwrap(_torch_load(path), path)
-
-
-def _to_official_keys(sd: StateDict, path: Path, *, required: bool) -> StateDict:
-    """Map transformers BLIP key names to the official ones when ``sd`` uses them."""
-    try:
-        from lavislite.models.hf_mapping import convert_hf_state_dict, is_hf_state_dict
-    except ImportError as e:
-        if required:
-            raise CheckpointError(f"{path} is in transformers format, but lavislite.models.hf_mapping is unavailable: {e}") from e
-        return sd
-    return convert_hf_state_dict(sd) if is_hf_state_dict(sd) else sd
 
 
 def _snapshot_hub(repo_id: str, cache_dir: str | os.PathLike | None) -> Path:
@@ -226,8 +259,9 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, Shape, Shape]] = field(default_factory=list)
-    interpolated: list[tuple[str, Shape, Shape]] = field(default_factory=list)
+    interpolated: list[tuple[str, Shape, Shape]] = field(default_factory=list)  # resized by the owner's hook
     ignored: list[str] = field(default_factory=list)
+    converter: str | None = None  # the checkpoint converter that rewrote the keys, if any
 
     @property
     def clean(self) -> bool:
@@ -278,9 +312,11 @@ def load_checkpoint(
 ) -> LoadReport:
     """Load ``source`` (URL, file, directory, hub id or a state dict) into ``model``.
 
-    Runs the model's ``adapt_state_dict`` hook, drops ``*.embeddings.position_ids``, interpolates
-    ``*pos_embed`` to the model's patch grid, drops other shape-mismatched keys (they stay as
-    initialised) and loads the rest. Missing / unexpected / mismatched keys are logged as warnings;
+    Rewrites foreign key layouts with the first of the model's ``checkpoint_converters`` (registered
+    names) that recognises them, runs the model's ``adapt_state_dict`` hook, drops
+    ``*.embeddings.position_ids``, offers every tensor of another shape to the owning module's
+    ``resize_checkpoint_tensor`` hook (:func:`resize_to_model`; BLIP's ViT interpolates its ``pos_embed``),
+    drops the shape-mismatched rest (they stay as initialised) and loads the rest. Missing / unexpected / mismatched keys are logged as warnings;
     with ``strict=True`` any of them raises ``CheckpointError`` before the model is touched.
     Tied weights (one tensor under several names) count as loaded when any one of their names is present.
 
@@ -290,11 +326,12 @@ def load_checkpoint(
     cover is taken from ``build_fresh()``, a normally initialised twin of the model.
     """
     label = "<state dict>" if isinstance(source, Mapping) else str(source)
-    sd = dict(source) if isinstance(source, Mapping) else read_state_dict(source, cache_dir=cache_dir)
+    sd = dict(source) if isinstance(source, Mapping) else _read_source(source, cache_dir)
+    sd, converter = convert_state_dict(sd, getattr(model, "checkpoint_converters", ()))
     adapt = getattr(model, "adapt_state_dict", None)
     if callable(adapt):
         sd = adapt(sd)
-    report = LoadReport(source=label)
+    report = LoadReport(source=label, converter=converter)
 
     report.ignored = [k for k in sd if _IGNORED.search(k)]
     for k in report.ignored:
@@ -305,12 +342,11 @@ def load_checkpoint(
         target = model_state.get(key)
         if target is None or sd[key].shape == target.shape:
             continue
-        if key.endswith("pos_embed"):
-            resized = _interpolate(sd[key], target.shape)
-            if resized is not None:
-                report.interpolated.append((key, tuple(sd[key].shape), tuple(target.shape)))
-                sd[key] = resized
-                continue
+        resized = resize_to_model(model, key, sd[key], target.shape)
+        if resized is not None:
+            report.interpolated.append((key, tuple(sd[key].shape), tuple(target.shape)))
+            sd[key] = resized
+            continue
         report.mismatched.append((key, tuple(sd[key].shape), tuple(target.shape)))
         del sd[key]
 
@@ -390,19 +426,26 @@ def _load_into_meta(model: nn.Module, sd: StateDict, model_state: StateDict, bui
     return result
 
 
-def _interpolate(pos_embed: torch.Tensor, model_shape: torch.Size) -> torch.Tensor | None:
-    """``pos_embed`` resized to the model's token count, or None when that cannot be done."""
-    if pos_embed.dim() != 3 or len(model_shape) != 3 or pos_embed.shape[-1] != model_shape[-1]:
-        return None  # another width (e.g. ViT-L into ViT-B): not a resolution change
-    from lavislite.models.vit import interpolate_pos_embed
+def resize_to_model(model: nn.Module, key: str, tensor: torch.Tensor, target_shape: torch.Size) -> torch.Tensor | None:
+    """``tensor`` resized for ``model``'s ``key`` by the owning module's hook, or None when none can.
 
-    extra = 1  # the CLS token, kept as is
-    try:
-        resized = interpolate_pos_embed(pos_embed, model_shape[-2] - extra, num_extra_tokens=extra)
-    except (ValueError, RuntimeError) as e:  # e.g. a token count that is not a square grid
-        logger.warning("Could not interpolate pos_embed %s -> %s: %s", tuple(pos_embed.shape), tuple(model_shape), e)
-        return None
-    return resized if resized.shape == model_shape else None
+    The modules that own ``key``, deepest first (for ``visual_encoder.pos_embed``: ``visual_encoder``,
+    then the model), are asked through ``resize_checkpoint_tensor(name, tensor, target_shape)`` with
+    ``name`` relative to that module; the first result of exactly ``target_shape`` wins.
+    """
+    parts = key.split(".")
+    for depth in range(len(parts) - 1, -1, -1):
+        try:
+            owner = model.get_submodule(".".join(parts[:depth]))
+        except AttributeError:
+            continue
+        hook = getattr(owner, "resize_checkpoint_tensor", None)
+        if not callable(hook):
+            continue
+        resized = hook(".".join(parts[depth:]), tensor, target_shape)
+        if resized is not None and tuple(resized.shape) == tuple(target_shape):
+            return resized
+    return None
 
 
 def _raise_if_unfit(model: nn.Module, label: str, missing: list[str], unexpected: list[str], mismatched: list) -> None:

@@ -131,6 +131,10 @@ class _Registries:
         self.tasks = Registry("task", "lavislite.tasks")
         self.runners = Registry("runner", "lavislite.runners")
         self.lr_schedulers = Registry("lr scheduler", "lavislite.runners.lr_schedulers")
+        # Model parts: each model family registers its own (see docs/models.md, "Model parts").
+        self.vision_encoders = Registry("vision encoder", "lavislite.models")
+        self.tokenizers = Registry("tokenizer", "lavislite.models")
+        self.checkpoint_converters = Registry("checkpoint converter", "lavislite.models")
         self._paths: dict[str, Any] = {}
 
     # Registration decorators, one per kind.
@@ -152,6 +156,18 @@ class _Registries:
     def register_lr_scheduler(self, name: str, *, force: bool = False) -> Callable[[T], T]:
         return self.lr_schedulers.register(name, force=force)
 
+    def register_vision_encoder(self, name: str, obj: Any = None, *, force: bool = False) -> Any:
+        """A builder ``(model_cfg) -> (module, width)``; a model config selects it by name."""
+        return self.vision_encoders.register(name, obj, force=force)
+
+    def register_tokenizer(self, name: str, obj: Any = None, *, force: bool = False) -> Any:
+        """A loader ``(source) -> tokenizer`` (source: a hub name or a local path)."""
+        return self.tokenizers.register(name, obj, force=force)
+
+    def register_checkpoint_converter(self, name: str, obj: Any = None, *, force: bool = False) -> Any:
+        """An object with ``detect(keys) -> bool`` and ``convert(state_dict) -> state_dict`` (a foreign key layout)."""
+        return self.checkpoint_converters.register(name, obj, force=force)
+
     # Lookups.
     def get_model_class(self, name: str) -> Any:
         return self.models.get(name)
@@ -171,6 +187,15 @@ class _Registries:
     def get_lr_scheduler_class(self, name: str) -> Any:
         return self.lr_schedulers.get(name)
 
+    def get_vision_encoder(self, name: str) -> Any:
+        return self.vision_encoders.get(name)
+
+    def get_tokenizer(self, name: str) -> Any:
+        return self.tokenizers.get(name)
+
+    def get_checkpoint_converter(self, name: str) -> Any:
+        return self.checkpoint_converters.get(name)
+
     # Listings.
     def list_models(self) -> list[str]:
         return self.models.names()
@@ -189,6 +214,15 @@ class _Registries:
 
     def list_lr_schedulers(self) -> list[str]:
         return self.lr_schedulers.names()
+
+    def list_vision_encoders(self) -> list[str]:
+        return self.vision_encoders.names()
+
+    def list_tokenizers(self) -> list[str]:
+        return self.tokenizers.names()
+
+    def list_checkpoint_converters(self) -> list[str]:
+        return self.checkpoint_converters.names()
 
     @staticmethod
     def import_modules(modules: Iterable[str]) -> None:

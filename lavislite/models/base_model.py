@@ -23,6 +23,9 @@ class BaseModel(nn.Module):
     """
 
     PRETRAINED_MODEL_CONFIG_DICT: ClassVar[dict[str, str]] = {}
+    # Registered checkpoint converters (registry.register_checkpoint_converter) the loader tries, in
+    # order, on every checkpoint this model reads; the first whose detect() accepts the keys rewrites them.
+    checkpoint_converters: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def model_types(cls) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from urllib.parse import urlparse
 
 from lavislite.common.errors import ConfigError
+from lavislite.common.registry import registry
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4 in a vocab built here
 _TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
@@ -22,6 +23,7 @@ _CACHE: dict[tuple[str, str | None], Any] = {}
 _LOCK = threading.Lock()
 
 
+@registry.register_tokenizer("bert_wordpiece")
 def init_tokenizer(name_or_path: str | os.PathLike = "bert-base-uncased", cache_dir: str | os.PathLike | None = None):
     """The BLIP tokenizer (memoised per source): BERT uncased + ``[DEC]`` (bos) + ``[ENC]``.
 

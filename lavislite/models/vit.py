@@ -7,6 +7,7 @@ State-dict keys match the official BLIP files under ``visual_encoder.``: ``cls_t
 
 from __future__ import annotations
 
+import logging
 import math
 from functools import partial
 
@@ -18,6 +19,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lavislite.common.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
 
 # name -> (patch_size, embed_dim, depth, num_heads, default drop_path_rate)
 # The original code builds ViT-L with `0.1 or drop_path_rate`, i.e. always 0.1; here 0.1 is the default
@@ -93,6 +96,12 @@ class VisionTransformer(nn.Module):
     @property
     def num_patches(self) -> int:
         return self.patch_embed.num_patches
+
+    def resize_checkpoint_tensor(self, name: str, tensor: torch.Tensor, target_shape: torch.Size) -> torch.Tensor | None:
+        """The checkpoint loader's hook: a ``pos_embed`` of another image size, interpolated to this grid."""
+        if name != "pos_embed":
+            return None
+        return resize_pos_embed(tensor, target_shape)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self._check(images)
@@ -187,3 +196,16 @@ def interpolate_pos_embed(pos_embed_ckpt: torch.Tensor, num_patches: int, num_ex
     grid = F.interpolate(grid.float(), size=(new, new), mode="bicubic", align_corners=False)
     grid = grid.to(pos_embed_ckpt.dtype).permute(0, 2, 3, 1).flatten(1, 2)
     return torch.cat((extra, grid), dim=1)
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, target_shape: torch.Size, num_extra_tokens: int = 1) -> torch.Tensor | None:
+    """A checkpoint's (1, extra + n*n, D) ``pos_embed`` resized to ``target_shape``, or None when that
+    is not a resolution change (another width, e.g. ViT-L into ViT-B, or a token count that is no grid)."""
+    if pos_embed.dim() != 3 or len(target_shape) != 3 or pos_embed.shape[-1] != target_shape[-1]:
+        return None
+    try:
+        resized = interpolate_pos_embed(pos_embed, target_shape[-2] - num_extra_tokens, num_extra_tokens=num_extra_tokens)
+    except (ValueError, RuntimeError) as e:
+        logger.warning("Could not interpolate pos_embed %s -> %s: %s", tuple(pos_embed.shape), tuple(target_shape), e)
+        return None
+    return resized if resized.shape == target_shape else None

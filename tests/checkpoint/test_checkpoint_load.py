@@ -184,12 +184,19 @@ def test_empty_dir_is_explained(tmp_path):
 
 
 # -- fitting the model -----------------------------------------------------------------------------
+class ToyVit(Toy):
+    """Owns its pos_embed like BLIP's ViT: the loader offers other shapes to this hook."""
+
+    def resize_checkpoint_tensor(self, name, tensor, target_shape):
+        from lavislite.models.vit import VisionTransformer
+
+        return VisionTransformer.resize_checkpoint_tensor(self, name, tensor, target_shape)
+
+
 def test_pos_embed_224_into_384():
-    vit = pytest.importorskip("lavislite.models.vit", reason="lavislite.models.vit.interpolate_pos_embed not written yet")
-    assert hasattr(vit, "interpolate_pos_embed")
     # 224/16 = 14x14 patches -> 384/16 = 24x24, one CLS token
     torch.manual_seed(0)
-    small, large = Toy(grid=14), Toy(grid=24)
+    small, large = ToyVit(grid=14), ToyVit(grid=24)
     sd = small.state_dict()
     sd["pos_embed"] = torch.cat([torch.randn(1, 1, DIM), torch.full((1, 196, DIM), 0.5)], dim=1)
     report = load_checkpoint(large, sd)
@@ -199,8 +206,35 @@ def test_pos_embed_224_into_384():
     assert torch.allclose(large.pos_embed[:, 1:], torch.full((1, 576, DIM), 0.5), atol=1e-5)  # a flat grid stays flat
 
 
+def test_pos_embed_without_a_resize_hook_is_a_mismatch():
+    # the loader knows no model family: a module that does not own a resize hook gets none
+    torch.manual_seed(0)
+    small, large = Toy(grid=14), Toy(grid=24)
+    report = load_checkpoint(large, small.state_dict(), strict=False)
+    assert report.mismatched == [("pos_embed", (1, 197, DIM), (1, 577, DIM))] and not report.interpolated
+
+
+def test_nested_owner_hook_gets_the_relative_name():
+    seen = []
+
+    class Owner(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.table = nn.Parameter(torch.zeros(n, DIM))
+
+        def resize_checkpoint_tensor(self, name, tensor, target_shape):
+            seen.append(name)
+            return tensor[: target_shape[0]]
+
+    outer = nn.Module()
+    outer.inner = Owner(3)
+    report = load_checkpoint(outer, {"inner.table": torch.ones(5, DIM)})
+    assert seen == ["table"] and report.interpolated == [("inner.table", (5, DIM), (3, DIM))]
+    assert torch.equal(outer.inner.table, torch.ones(3, DIM))
+
+
 def test_pos_embed_of_another_width_is_a_mismatch(caplog):
-    small = Toy(grid=2)
+    small = ToyVit(grid=2)
     sd = small.state_dict()
     sd["pos_embed"] = torch.randn(1, 5, DIM * 2)  # e.g. ViT-L into ViT-B: no interpolation can fix it
     before = small.pos_embed.detach().clone()

@@ -43,7 +43,7 @@ def test_bad_name_rejected():
 
 
 def test_facade_has_every_kind():
-    for kind in ("model", "processor", "builder", "task", "runner", "lr_scheduler"):
+    for kind in ("model", "processor", "builder", "task", "runner", "lr_scheduler", "vision_encoder", "tokenizer", "checkpoint_converter"):
         assert callable(getattr(registry, f"register_{kind}"))
         assert callable(getattr(registry, f"list_{kind}s"))
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lavislite.models.hf_mapping import convert_hf_state_dict, is_hf_state_dict
+from lavislite.models.blip.convert import convert_hf_state_dict, is_hf_state_dict
 from lavislite.models.med import BertLMHeadModel, BertModel, MedConfig
 from lavislite.models.vit import create_vit
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lavislite.common.errors import ConfigError
-from lavislite.models.hf_mapping import convert_hf_state_dict, is_hf_state_dict
+from lavislite.models.blip.convert import convert_hf_state_dict, is_hf_state_dict
 from lavislite.models.vit import VisionTransformer, create_vit, interpolate_pos_embed
 
 TINY = dict(patch_size=8, embed_dim=32, depth=2, num_heads=4)

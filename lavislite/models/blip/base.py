@@ -1,15 +1,21 @@
-"""What every BLIP head shares: building the ViT, the text transformer and the tokenizer from config."""
+"""What every BLIP head shares: building the vision encoder, the text transformer and the tokenizer from config.
+
+Also registers BLIP's model parts: the ``blip_vit`` vision encoder and the ``bert_wordpiece`` tokenizer
+(models/tokenizer.py); BLIP's checkpoint converter is in convert.py.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lavislite.common.errors import ConfigError
+from lavislite.common.registry import registry
+from lavislite.models import tokenizer as _tokenizers  # noqa: F401  (registers the bert_wordpiece tokenizer)
 from lavislite.models.base_model import BaseModel
 
 logger = logging.getLogger(__name__)
@@ -23,9 +29,30 @@ def _plain(node: Any) -> dict[str, Any]:
     return data  # type: ignore[return-value]
 
 
+@registry.register_vision_encoder("blip_vit")
+def build_blip_vit(cfg: Any) -> tuple[torch.nn.Module, int]:
+    """BLIP's ViT from a model config: ``vit_type`` (base|large), ``image_size``, ``vit_grad_ckpt``,
+    ``vit_ckpt_layer``, ``vit_drop_path_rate`` and ``vit_overrides`` (sizes for tiny models)."""
+    from lavislite.models.vit import create_vit
+
+    return create_vit(
+        cfg.get("vit_type", "base"),
+        int(cfg.get("image_size", 384)),
+        use_grad_checkpointing=bool(cfg.get("vit_grad_ckpt", False)),
+        ckpt_layer=int(cfg.get("vit_ckpt_layer", 0)),
+        # null keeps the original per-size default (0 for base, 0.1 for large)
+        drop_path_rate=cfg.get("vit_drop_path_rate"),
+        **_plain(cfg.get("vit_overrides")),
+    )
+
+
 class BlipBase(BaseModel):
     """Base of the BLIP heads. The tokenizer is loaded on first use, so a model can be built (and
     its weights loaded) on a machine without the tokenizer files; text methods then need them."""
+
+    checkpoint_converters: ClassVar[tuple[str, ...]] = ("blip_transformers",)
+    VISION_ENCODER: ClassVar[str] = "blip_vit"  # the default of the config key ``vision_encoder``
+    TOKENIZER: ClassVar[str] = "bert_wordpiece"  # the registered tokenizer loader for ``tokenizer`` names
 
     def __init__(self, tokenizer: Any = "bert-base-uncased") -> None:
         super().__init__()
@@ -37,9 +64,7 @@ class BlipBase(BaseModel):
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from lavislite.models.tokenizer import init_tokenizer
-
-            self._tokenizer = init_tokenizer(str(self._tokenizer_source))
+            self._tokenizer = registry.get_tokenizer(self.TOKENIZER)(str(self._tokenizer_source))
             vocab = self._text_vocab_size()
             if vocab is not None and len(self._tokenizer) > vocab:
                 raise ConfigError(
@@ -66,19 +91,10 @@ class BlipBase(BaseModel):
         return ids, tok.attention_mask.to(self.device)
 
     # -- builders from config ---------------------------------------------------------------
-    @staticmethod
-    def build_vision_encoder(cfg: Any) -> tuple[torch.nn.Module, int]:
-        from lavislite.models.vit import create_vit
-
-        return create_vit(
-            cfg.get("vit_type", "base"),
-            int(cfg.get("image_size", 384)),
-            use_grad_checkpointing=bool(cfg.get("vit_grad_ckpt", False)),
-            ckpt_layer=int(cfg.get("vit_ckpt_layer", 0)),
-            # null keeps the original per-size default (0 for base, 0.1 for large)
-            drop_path_rate=cfg.get("vit_drop_path_rate"),
-            **_plain(cfg.get("vit_overrides")),
-        )
+    @classmethod
+    def build_vision_encoder(cls, cfg: Any) -> tuple[torch.nn.Module, int]:
+        """``(module, width)`` from the registered encoder the config's ``vision_encoder`` names."""
+        return registry.get_vision_encoder(str(cfg.get("vision_encoder") or cls.VISION_ENCODER))(cfg)
 
     @staticmethod
     def build_med_config(cfg: Any, *, encoder_width: int | None = None, **extra: Any) -> Any:

@@ -1,4 +1,7 @@
-"""Map transformers-format BLIP state dicts to the official BLIP / lavislite key names.
+"""BLIP's checkpoint converter: transformers-format BLIP state dicts -> the official BLIP key names.
+
+Registered as the ``blip_transformers`` checkpoint converter, which every BLIP head names in its
+``checkpoint_converters``, so the loader applies it to any checkpoint a BLIP model reads.
 
 Handles ``BlipForConditionalGeneration``, ``BlipForQuestionAnswering``, ``BlipForImageTextRetrieval``,
 ``BlipModel`` (its ``text_model`` becomes ``text_encoder``; CLIP-style projections are dropped) and a bare
@@ -9,8 +12,11 @@ Handles ``BlipForConditionalGeneration``, ``BlipForQuestionAnswering``, ``BlipFo
 from __future__ import annotations
 
 import re
+from typing import Collection
 
 import torch
+
+from lavislite.common.registry import registry
 
 _VISION_PREFIX = "vision_model."
 # a bare BlipVisionModel state dict has these top-level names
@@ -42,7 +48,7 @@ _TIED = [
 ]
 
 
-def is_hf_state_dict(sd: dict[str, torch.Tensor]) -> bool:
+def is_hf_state_dict(sd: Collection[str] | dict[str, torch.Tensor]) -> bool:
     """True when ``sd`` uses transformers BLIP names (``vision_model.*``, ``text_model.*`` or a bare vision model)."""
     return any(
         k.startswith(_VISION_PREFIX) or k.startswith("text_model.") or k.startswith(_BARE_VISION_ROOTS) for k in sd
@@ -93,3 +99,12 @@ def convert_hf_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         if derived not in out and source in out:
             out[derived] = out[source]
     return out
+
+
+@registry.register_checkpoint_converter("blip_transformers")
+class TransformersBlipConverter:
+    """transformers' ``Blip*`` layouts (``vision_model.*``, ``text_model.*``) -> official BLIP names."""
+
+    name = "blip_transformers"
+    detect = staticmethod(is_hf_state_dict)
+    convert = staticmethod(convert_hf_state_dict)
