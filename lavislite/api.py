@@ -14,7 +14,7 @@ from lavislite.common.errors import ConfigError
 from lavislite.common.registry import registry
 
 
-def _config(name: Any, model_type: str | None, checkpoint: str | None, overrides: Mapping[str, Any]) -> DictConfig:
+def _config(name: Any, model_type: str | None, checkpoint: str | None, overrides: Mapping[str, Any], strict: Any = None) -> DictConfig:
     """The ``{model:, preprocess:}`` config of a registered type or of a model folder (``model_type`` None)."""
     from lavislite.models import folder as model_folder
     from lavislite.processors import sizes
@@ -29,6 +29,8 @@ def _config(name: Any, model_type: str | None, checkpoint: str | None, overrides
     if checkpoint is not None:
         # An explicit checkpoint replaces the finetuned/pretrained weights named in the yaml (or the folder's).
         OmegaConf.update(cfg, "model.checkpoint", str(checkpoint), force_add=True)
+    if strict is not None:
+        OmegaConf.update(cfg, "model.strict_load", _STRICT_LOAD.get(strict, strict), force_add=True)
     image_size = cfg.model.get("image_size")
     sizes.check_overrides(overrides, image_size)
     cfg.preprocess = sizes.follow_image_size(cfg.get("preprocess"), image_size)
@@ -52,8 +54,10 @@ def _not_a_folder(name: Any) -> str:
     return f"{name!r} is neither a model folder (no such directory) nor a registered model name; `lavislite models` lists the names"
 
 
-def _build(name: Any, model_type: str | None, checkpoint: str | None, overrides: Mapping[str, Any]) -> tuple[Any, DictConfig]:
-    cfg = _config(name, model_type, checkpoint, overrides)
+def _build(
+    name: Any, model_type: str | None, checkpoint: str | None, overrides: Mapping[str, Any], strict: Any = None
+) -> tuple[Any, DictConfig]:
+    cfg = _config(name, model_type, checkpoint, overrides, strict)
     model = registry.get_model_class(cfg.model.arch if model_type is None else name).from_config(cfg.model)
     if getattr(model, "_model_cfg", None) is None:  # a plugin whose from_config does not use build_and_load
         model._model_cfg = cfg.model
@@ -62,16 +66,17 @@ def _build(name: Any, model_type: str | None, checkpoint: str | None, overrides:
     return model, cfg
 
 
-def _place(model: Any, is_eval: bool, device: Any, dtype: Any) -> Any:
-    import torch
+# load_model's ``strict`` -> the config's ``strict_load`` (whose yaml ``false`` means "partial")
+_STRICT_LOAD = {True: "exact", False: "any"}
 
-    if isinstance(dtype, str):
-        try:
-            dtype = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-                     "fp16": torch.float16, "float16": torch.float16}[dtype]
-        except KeyError:
-            raise ConfigError(f"dtype {dtype!r} is not one of fp32, bf16, fp16") from None
-    model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+
+def _place(model: Any, is_eval: bool, device: Any, dtype: Any) -> Any:
+    """Move to ``device``, apply ``dtype`` (one dtype, a per-submodule mapping or a policy), freeze for eval."""
+    from lavislite.models.precision import apply_dtype
+
+    # cast before moving (a half-precision part never occupies the device in fp32); policies read
+    # requires_grad, so this comes before the eval freeze
+    model = apply_dtype(model, dtype).to(device)
     if is_eval:
         model.eval()
         model.requires_grad_(False)
@@ -85,6 +90,7 @@ def load_model(
     device: Any = "cpu",
     checkpoint: str | None = None,
     dtype: Any = None,
+    strict: bool | str | None = None,
     **overrides: Any,
 ) -> Any:
     """Build a registered model type, or a model folder, and load its weights.
@@ -95,8 +101,14 @@ def load_model(
     ``tokenizer="/models/bert-base-uncased"``, ``load_finetuned=False``); dotted keys starting with
     ``preprocess.`` reach the processors. ``checkpoint`` is a URL, a local ``.pth``/``.safetensors``
     file or a transformers BLIP directory/hub id, loaded instead of the yaml's weights.
+
+    ``dtype``: a dtype or name (``"bf16"``), a mapping ``{submodule name: dtype}``, or a policy such as
+    ``"frozen_bf16"`` (frozen parts in half precision, trainable parts in fp32); see
+    ``lavislite.models.precision``. ``strict``: True = every checkpoint key must fit, False = load whatever
+    fits, None = the config's ``strict_load`` (by default partial loads are reported and garbage is refused:
+    see ``lavislite.common.checkpoint.load_checkpoint``). The load report is ``model.load_report``.
     """
-    model, _ = _build(name, model_type, checkpoint, overrides)
+    model, _ = _build(name, model_type, checkpoint, overrides, strict)
     return _place(model, is_eval, device, dtype)
 
 
@@ -133,13 +145,14 @@ def load_model_and_preprocess(
     device: Any = "cpu",
     checkpoint: str | None = None,
     dtype: Any = None,
+    strict: bool | str | None = None,
     **overrides: Any,
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """``(model, vis_processors, txt_processors)`` for one model type or model folder (see ``load_model``).
 
     The image processors produce ``model.image_size`` px images: they follow the model's size.
     """
-    model, cfg = _build(name, model_type, checkpoint, overrides)
+    model, cfg = _build(name, model_type, checkpoint, overrides, strict)
     vis, txt = load_preprocess(cfg.get("preprocess"))
     return _place(model, is_eval, device, dtype), vis, txt
 

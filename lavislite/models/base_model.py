@@ -13,6 +13,22 @@ from lavislite.common.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+# A config's ``strict_load`` -> load_checkpoint's ``strict``. In a yaml, ``false`` (every shipped yaml)
+# keeps its old meaning, "tolerate a partial load", which now stops short of garbage; ``any`` loads anything
+# (not ``off``: yaml reads that as false).
+_STRICTNESS = {True: True, "exact": True, False: None, None: None, "partial": None, "any": False}
+
+
+def strictness(value: Any) -> bool | None:
+    """The ``strict`` argument of ``load_checkpoint`` for a config's ``strict_load`` value."""
+    try:
+        return _STRICTNESS[value]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"model.strict_load={value!r}; use true/exact (every key must fit), false/partial (the default: partial "
+            "loads allowed, garbage refused) or any (load whatever fits)"
+        ) from None
+
 
 class BaseModel(nn.Module):
     """An ``nn.Module`` built from a config, with named variants (model types).
@@ -26,6 +42,7 @@ class BaseModel(nn.Module):
     # Registered checkpoint converters (registry.register_checkpoint_converter) the loader tries, in
     # order, on every checkpoint this model reads; the first whose detect() accepts the keys rewrites them.
     checkpoint_converters: ClassVar[tuple[str, ...]] = ()
+    load_report: Any = None  # the LoadReport of the last checkpoint loaded (None: random weights)
 
     @classmethod
     def model_types(cls) -> list[str]:
@@ -62,14 +79,17 @@ class BaseModel(nn.Module):
         return cls.from_config(cfg.model)
 
     # -- checkpoints -----------------------------------------------------------------------
-    def load_checkpoint(self, source: str | Path, strict: bool = False, **kwargs: Any) -> Any:
+    def load_checkpoint(self, source: str | Path, strict: bool | None = None, **kwargs: Any) -> Any:
         """Load weights from a URL, a file (.pth/.bin/.safetensors) or a transformers directory/hub id.
 
-        Returns the loader's report (missing, unexpected and shape-mismatched keys).
+        ``strict``: True = exact fit, None = partial loads allowed but garbage refused, False = load what
+        fits (see ``lavislite.common.checkpoint.load_checkpoint``). Returns the loader's report (missing,
+        unexpected and shape-mismatched keys), also kept as ``self.load_report``.
         """
         from lavislite.common.checkpoint import load_checkpoint
 
-        return load_checkpoint(self, source, strict=strict, **kwargs)
+        self.load_report = load_checkpoint(self, source, strict=strict, **kwargs)
+        return self.load_report
 
     @staticmethod
     def checkpoint_source(cfg: Any) -> Any:
@@ -88,7 +108,7 @@ class BaseModel(nn.Module):
         if not source:
             logger.info("%s: no checkpoint requested; weights stay randomly initialised", type(self).__name__)
             return None
-        return self.load_checkpoint(source, strict=bool(cfg.get("strict_load", False)), **kwargs)
+        return self.load_checkpoint(source, strict=strictness(cfg.get("strict_load")), **kwargs)
 
     @classmethod
     def build_and_load(cls, cfg: Any, build: Callable[[], "BaseModel"], *, skip_init: bool = True) -> "BaseModel":

@@ -238,7 +238,7 @@ def test_pos_embed_of_another_width_is_a_mismatch(caplog):
     sd = small.state_dict()
     sd["pos_embed"] = torch.randn(1, 5, DIM * 2)  # e.g. ViT-L into ViT-B: no interpolation can fix it
     before = small.pos_embed.detach().clone()
-    report = load_checkpoint(small, sd)
+    report = load_checkpoint(small, sd, strict=False)  # the default refuses it (test_default_refuses_garbage)
     assert report.mismatched == [("pos_embed", (1, 5, 2 * DIM), (1, 5, DIM))] and not report.interpolated
     assert torch.equal(small.pos_embed, before)
 
@@ -247,7 +247,7 @@ def test_shape_mismatch_dropped_and_reported(model, caplog):
     other = Toy(vocab_head=VOCAB + 2)  # e.g. a checkpoint with a bigger vocabulary
     before = model.head.weight.detach().clone()
     with caplog.at_level(logging.WARNING, logger="lavislite.common.checkpoint"):
-        report = load_checkpoint(model, other.state_dict())
+        report = load_checkpoint(model, other.state_dict(), strict=False)
     assert {k for k, _, _ in report.mismatched} == {"head.weight", "head.bias"}
     assert ("head.weight", (VOCAB + 2, DIM), (VOCAB, DIM)) in report.mismatched
     assert torch.equal(model.head.weight, before)  # left as initialised
@@ -281,6 +281,26 @@ def test_strict_raises_and_leaves_model_untouched(model):
     assert "proj.bias" in msg and "extra.weight" in msg and "head.weight" in msg and "strict=False" in msg
     assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
     assert load_checkpoint(Toy(), model.state_dict(), strict=True).clean  # a perfect fit passes
+
+
+def test_default_refuses_garbage_and_leaves_the_model_untouched(model):
+    sd = Toy(vocab_head=VOCAB + 2).state_dict()  # a third of the toy's parameters have another shape
+    target = Toy()
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(target, sd)
+    msg = str(err.value)
+    assert "\n" not in msg and "head.weight (13, 8) (checkpoint) vs (11, 8) (model)" in msg and "strict=False" in msg
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+    report = load_checkpoint(target, sd, strict=False)
+    assert report.unloaded_fraction > 0.3 and report.dropped_fraction > 0.25
+
+
+def test_default_allows_a_small_partial_load(model):
+    sd = model.state_dict()
+    del sd["proj.bias"]  # 8 of 299 parameters: a new head, say
+    report = load_checkpoint(Toy(), sd)
+    assert report.missing == ["proj.bias"] and 0 < report.unloaded_fraction < 0.1 and report.dropped_fraction == 0
 
 
 def test_position_ids_ignored(model):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from inference_testlib import write_images
+from inference_testlib import vocab_option, write_images
 from lavislite.cli import main
 
 FAST = ["--max-length", "8", "--min-length", "2", "--beams", "2", "--batch-size", "2", "-q"]
@@ -125,9 +125,11 @@ def test_offline_weights_say_where_to_put_the_file(tmp_path, tok_dir, capsys, mo
     assert "offline" in err and url in err and "--checkpoint PATH" in err
 
 
-def test_missing_tokenizer_names_the_flag(tmp_path, ckpt, capsys):
+def test_missing_tokenizer_names_the_flag(tmp_path, ckpt, tok_dir, capsys):
     write_images(tmp_path, 1)
-    rc = main(["caption", str(tmp_path), "--model", "blip_caption:tiny", "--checkpoint", str(ckpt("blip_caption"))])
+    # the vocabulary is sized to fit the checkpoint (else the load itself is refused, naming the vocabulary)
+    rc = main(["caption", str(tmp_path), "--model", "blip_caption:tiny", "--checkpoint", str(ckpt("blip_caption")),
+               *vocab_option(tok_dir)])
     err = capsys.readouterr().err
     assert rc == 2 and "--tokenizer DIR" in err
 

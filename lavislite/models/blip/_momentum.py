@@ -311,7 +311,9 @@ class MomentumContrastiveBase(BlipRetrievalMethods, BlipBase):
 
     def adapt_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         """Accept both pointer names (LAVIS ``queue_ptr``, BLIP_Retrieval ``ptr_queue``); a checkpoint whose
-        queues have another size loses its queue pointer and idx queue too (they index its queue)."""
+        queues have another size loses its queue pointer and idx queue too (they index its queue). A
+        momentum module with none of its keys in the checkpoint (e.g. an ITM or transformers checkpoint)
+        takes its online module's weights instead of staying random."""
         sd = dict(state_dict)
         if self.ALT_PTR_NAME in sd and self.PTR_NAME not in sd:
             sd[self.PTR_NAME] = sd.pop(self.ALT_PTR_NAME)
@@ -321,19 +323,14 @@ class MomentumContrastiveBase(BlipRetrievalMethods, BlipBase):
         if queue is not None and tuple(queue.shape) != tuple(self.image_queue.shape):
             for key in (self.PTR_NAME, "idx_queue"):
                 sd.pop(key, None)
+        for name in MOMENTUM_MODULES:
+            if any(k.startswith(f"{name}_m.") for k in sd):
+                continue
+            for key, _ in getattr(self, f"{name}_m").named_parameters(remove_duplicate=False):
+                online = sd.get(f"{name}.{key}")
+                if online is not None:
+                    sd[f"{name}_m.{key}"] = online
         return sd
-
-    def load_checkpoint(self, source: Any, strict: bool = False, **kwargs: Any) -> Any:
-        """Load weights; a momentum module with none of its keys in the checkpoint (e.g. an ITM or
-        transformers checkpoint) is reset to its online module instead of staying random."""
-        report = super().load_checkpoint(source, strict=strict, **kwargs)
-        missing = set(report.missing)
-        for online, averaged in self.momentum_pairs():
-            name = next(n for n, m in self.named_children() if m is averaged)
-            keys = [f"{name}.{k}" for k in averaged.state_dict()]
-            if keys and all(k in missing for k in keys):
-                copy_params([(online, averaged)])
-        return report
 
     # -- training ---------------------------------------------------------------------------------
     def _sample_inputs(self, samples: dict) -> tuple[Tensor, list[str]]:

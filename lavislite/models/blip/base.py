@@ -96,9 +96,14 @@ class BlipBase(BaseModel):
         """``(module, width)`` from the registered encoder the config's ``vision_encoder`` names."""
         return registry.get_vision_encoder(str(cfg.get("vision_encoder") or cls.VISION_ENCODER))(cfg)
 
-    @staticmethod
-    def build_med_config(cfg: Any, *, encoder_width: int | None = None, **extra: Any) -> Any:
-        """The text transformer config: a preset name or a json path, plus ``med_overrides``."""
+    @classmethod
+    def build_med_config(cls, cfg: Any, *, encoder_width: int | None = None, tokenizer: Any = None, **extra: Any) -> Any:
+        """The text transformer config: a preset name or a json path, plus ``med_overrides``.
+
+        Unless ``vocab_size`` is set (in ``med_overrides`` or ``extra``), it follows the tokenizer when that
+        is at hand without a download (an object, or a local directory/vocab.txt): a model must embed every
+        id its tokenizer produces, and a decoder with more rows would generate ids no token stands for.
+        """
         from lavislite.common.config import resolve_config_path
         from lavislite.models.med import MedConfig
 
@@ -106,6 +111,11 @@ class BlipBase(BaseModel):
         overrides = {**_plain(cfg.get("med_overrides")), **extra}
         if encoder_width is not None:
             overrides["encoder_width"] = encoder_width
+        if overrides.get("vocab_size") is None:
+            overrides.pop("vocab_size", None)
+            size = cls._local_tokenizer_size(tokenizer if tokenizer is not None else cfg.get("tokenizer"))
+            if size is not None:
+                overrides["vocab_size"] = size
         try:
             if source.endswith(".json"):
                 return MedConfig.from_json(resolve_config_path(source), **overrides)
@@ -114,13 +124,27 @@ class BlipBase(BaseModel):
             raise ConfigError(f"model.med_overrides: {exc}") from exc
 
     @classmethod
+    def _local_tokenizer_size(cls, tokenizer: Any) -> int | None:
+        """``len(tokenizer)`` for an object or a local path; None for a hub name (loaded lazily, later)."""
+        if tokenizer is None:
+            return None
+        if not isinstance(tokenizer, (str, Path)):
+            try:
+                return len(tokenizer)
+            except TypeError:  # a stand-in without a length (tests): the config decides
+                return None
+        if not Path(tokenizer).expanduser().exists():
+            return None
+        return len(registry.get_tokenizer(cls.TOKENIZER)(str(tokenizer)))
+
+    @classmethod
     def backbone_kwargs(cls, cfg: Any, tokenizer: Any = None) -> dict[str, Any]:
         """The constructor arguments every head shares: ViT, its width, the text config, the tokenizer."""
         vit, width = cls.build_vision_encoder(cfg)
         return {
             "visual_encoder": vit,
             "vision_width": width,
-            "med_config": cls.build_med_config(cfg),
+            "med_config": cls.build_med_config(cfg, tokenizer=cls.tokenizer_source(cfg, tokenizer)),
             "tokenizer": cls.tokenizer_source(cfg, tokenizer),
         }
 

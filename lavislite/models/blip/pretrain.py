@@ -127,7 +127,7 @@ class BlipPretrain(MomentumContrastiveBase):
             model = cls(
                 visual_encoder=vit,
                 vision_width=width,
-                med_config=cls.build_med_config(cfg, **med_extra),
+                med_config=cls.build_med_config(cfg, tokenizer=cls.tokenizer_source(cfg, tokenizer), **med_extra),
                 tokenizer=cls.tokenizer_source(cfg, tokenizer),
                 embed_dim=int(cfg.get("embed_dim", 256)),
                 queue_size=int(cfg.get("queue_size", 57600)),
@@ -187,7 +187,8 @@ class BlipPretrain(MomentumContrastiveBase):
             else:
                 sd = read_state_dict(vit)
             sd = {k: v for k, v in sd.items() if not k.startswith(("head", "fc_norm", "dist_token"))}
-            logger.info("init_from vit %s: %s", vit, load_checkpoint(self.visual_encoder, sd))
+            # partial on purpose (strict=False): only the trunk is initialised, the rest stays random
+            logger.info("init_from vit %s: %s", vit, load_checkpoint(self.visual_encoder, sd, strict=False))
         if bert:
             sd = _bert_state_dict(read_state_dict(bert))
             trunk = {k[len("bert."):]: v for k, v in sd.items() if k.startswith("bert.")}
@@ -199,8 +200,9 @@ class BlipPretrain(MomentumContrastiveBase):
             _fit_vocab(head, "cls.predictions.bias", self.text_decoder.cls.predictions.bias)
             head.pop("cls.predictions.decoder.weight", None)  # tied to the word embeddings
             head.pop("cls.predictions.decoder.bias", None)
-            logger.info("init_from bert (encoder) %s: %s", bert, load_checkpoint(self.text_encoder, trunk))
-            logger.info("init_from bert (decoder) %s: %s", bert, load_checkpoint(self.text_decoder, {**{f"bert.{k}": v for k, v in trunk.items()}, **head}))
+            decoder_sd = {**{f"bert.{k}": v for k, v in trunk.items()}, **head}
+            logger.info("init_from bert (encoder) %s: %s", bert, load_checkpoint(self.text_encoder, trunk, strict=False))
+            logger.info("init_from bert (decoder) %s: %s", bert, load_checkpoint(self.text_decoder, decoder_sd, strict=False))
         copy_params(self.momentum_pairs())
 
 
