@@ -13,7 +13,7 @@ from lavislite.common.errors import CheckpointError
 from lavislite.common.registry import registry
 from lavislite.models.base_model import BaseModel
 from tests.tiny_blip import _one_thread  # noqa: F401  (autouse fixture)
-from tests.tiny_blip import tiny_tok as _tiny_tok  # noqa: F401  (the tiny_tok fixture)
+from tests.tiny_blip import tiny_tok  # noqa: F401  (fixture; test arguments of that name use it)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from lavislite.api import load_model
 from lavislite.common.errors import ConfigError
 from lavislite.models.precision import apply_dtype
 from tests.tiny_blip import _one_thread, build_tiny  # noqa: F401  (autouse fixture)
-from tests.tiny_blip import tiny_tok as _tiny_tok  # noqa: F401  (the tiny_tok fixture)
+from tests.tiny_blip import tiny_tok  # noqa: F401  (fixture; test arguments of that name use it)
 
 IMAGES = torch.rand(2, 3, 32, 32)
 
