@@ -98,7 +98,8 @@ def test_vision_tower_and_qformer_features_equal_transformers(build_blip2, tiny_
     torch.manual_seed(0)
     hf = _randomise(Blip2Model(_hf_config(tiny_tok, stage1=False)), seed=3)
     ours = _ours(build_blip2)
-    report = ours.load_checkpoint(hf.state_dict())
+    # a stage-2 Blip2Model holds no Q-Former text side or ITC/ITM heads: a partial load on purpose
+    report = ours.load_checkpoint(hf.state_dict(), strict=False)
     assert report.unexpected and all(k.startswith(("language_model.", "language_projection.")) for k in report.unexpected)
     image = torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
