@@ -1,0 +1,66 @@
+"""Session fixtures for the serving tests: one tiny tokenizer and tiny seeded checkpoints of the retrieval,
+caption and VQA heads (built once), their specs, and small image folders."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+
+from inference_testlib import make_checkpoint, make_tokenizer, vocab_option  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def serve_tok(tmp_path_factory):
+    return make_tokenizer(tmp_path_factory.mktemp("serve_vocab"))
+
+
+@pytest.fixture(scope="session")
+def spec_of(tmp_path_factory, serve_tok):
+    """``spec_of("blip_retrieval", seed=0) -> ModelSpec`` of a tiny seeded checkpoint (cached)."""
+    from lavislite.serve.identity import ModelSpec
+
+    root = tmp_path_factory.mktemp("serve_ckpts")
+    made = {}
+
+    def get(name: str, seed: int = 0) -> ModelSpec:
+        if (name, seed) not in made:
+            ckpt = make_checkpoint(name, serve_tok, root / f"{name}_{seed}.pth", seed=seed)
+            made[name, seed] = ModelSpec(name, "tiny", str(ckpt), str(serve_tok), tuple(vocab_option(serve_tok)[1:]))
+        return made[name, seed]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def loaded(spec_of):
+    """``loaded("blip_retrieval") -> LoadedModel`` (fp32, cpu; cached)."""
+    from lavislite.serve.identity import load_spec
+
+    cache = {}
+
+    def get(name: str, seed: int = 0):
+        if (name, seed) not in cache:
+            cache[name, seed] = load_spec(spec_of(name, seed), "cpu")
+        return cache[name, seed]
+
+    return get
+
+
+def spec_flags(spec) -> list[str]:
+    """The command-line flags selecting ``spec``."""
+    flags = ["--model", f"{spec.name}:{spec.model_type}", "--checkpoint", spec.checkpoint, "--tokenizer", spec.tokenizer]
+    for opt in spec.options:
+        flags += ["--option", opt]
+    return flags
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is faster and does not thrash a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
