@@ -6,6 +6,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
+SERVE = ["faiss-cpu>=1.7.4", "fastapi>=0.100", "uvicorn>=0.23", "python-multipart>=0.0.9"]
 
 setup(
     name="lavislite",
@@ -16,7 +17,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["lavislite", "lavislite.*"]),
     include_package_data=True,
-    package_data={"lavislite": ["configs/**/*.yaml", "configs/**/*.json"]},
+    package_data={"lavislite": ["configs/**/*.yaml", "configs/**/*.json", "serve/*.html"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -38,6 +39,11 @@ setup(
         "numpy>=1.23",
         "matplotlib>=3.6",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    # `lavislite index/search/serve`: faiss for the vector index, FastAPI + uvicorn for the HTTP service;
+    # imported only by those commands. The tests drive the web page with Selenium (and Debian's chromium).
+    extras_require={
+        "serve": SERVE,
+        "test": ["pytest>=7", "hypothesis>=6", "requests>=2.28", "selenium>=4.10", *SERVE],
+    },
     entry_points={"console_scripts": ["lavislite=lavislite.cli:main"]},
 )

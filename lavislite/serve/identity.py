@@ -38,15 +38,15 @@ class ModelSpec:
         return d
 
     @staticmethod
-    def from_json(d: dict[str, Any]) -> "ModelSpec":
+    def from_json(d: dict[str, Any]) -> ModelSpec:
         return ModelSpec(d["name"], d["model_type"], d.get("checkpoint"), d.get("tokenizer"), tuple(d.get("options") or ()))
 
     @staticmethod
-    def from_args(model: str, checkpoint: str | None = None, tokenizer: str | None = None, options: Any = ()) -> "ModelSpec":
+    def from_args(model: str, checkpoint: str | None = None, tokenizer: str | None = None, options: Any = ()) -> ModelSpec:
         from lavislite.inference.options import parse_model
 
         name, mtype = parse_model(model)
-        absolute = lambda p: os.path.abspath(p) if p and os.path.exists(p) else p  # noqa: E731  (URLs stay as given)
+        absolute = lambda p: os.path.abspath(p) if p and os.path.exists(p) else p
         return ModelSpec(name, mtype, absolute(checkpoint), absolute(tokenizer), tuple(options or ()))
 
 

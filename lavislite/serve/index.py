@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +130,7 @@ class ImageIndex:
         self._text_faiss: Any = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "ImageIndex":
+    def open(cls, path: str | os.PathLike) -> ImageIndex:
         p = Path(path)
         meta = read_meta(p)
         if meta is None:

@@ -9,8 +9,9 @@ scorer (:func:`lavislite.tasks._rerank.itm_pair_logits`), which projects each im
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ class Searcher:
 
     @classmethod
     def open(cls, index: str | ImageIndex, model: LoadedModel | ModelSpec | None = None, *, device: str | None = None,
-             dtype: str = "fp32") -> "Searcher":
+             dtype: str = "fp32") -> Searcher:
         """The index at ``index`` with ``model`` (default: the one recorded in the index, loaded now).
         Raises :class:`ConfigError` naming both models when ``model`` did not make the index."""
         idx = index if isinstance(index, ImageIndex) else ImageIndex.open(index)

@@ -13,12 +13,18 @@ import json
 import os
 import re
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from lavislite.common.errors import DataError
-from lavislite.inference.inputs import IMAGE_EXTS, discover, expand_shards, is_shard_spec
+from lavislite.inference.inputs import (
+    IMAGE_EXTS,
+    discover,
+    expand_shards,
+    is_shard_spec,
+)
 
 # webdataset's key: the member path up to the first dot of its file name
 _WDS_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
@@ -36,7 +42,7 @@ class Entry:
         return {"id": self.id, "path": self.path, "stamp": list(self.stamp)}
 
     @staticmethod
-    def from_json(d: dict[str, Any]) -> "Entry":
+    def from_json(d: dict[str, Any]) -> Entry:
         return Entry(str(d["id"]), str(d["path"]), (int(d["stamp"][0]), int(d["stamp"][1])))
 
 
@@ -119,7 +125,7 @@ class ImageReader:
     def _member(self, shard: str, key: str) -> bytes:
         if self._tar is None or self._tar[0] != shard:
             self.close()
-            tar = tarfile.open(shard)
+            tar = tarfile.open(shard)  # noqa: SIM115  (kept open across calls; closed by close())
             members = {}
             for m in tar.getmembers():
                 match = _WDS_KEY.match(m.name)

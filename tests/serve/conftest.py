@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
 
-from inference_testlib import make_checkpoint, make_tokenizer, vocab_option  # noqa: E402
+from inference_testlib import make_checkpoint, make_tokenizer, vocab_option
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +47,42 @@ def loaded(spec_of):
         return cache[name, seed]
 
     return get
+
+
+def write_world(folder: Path, n: int, size: int = 32, seed: int = 0) -> list[Path]:
+    """``n`` scenes of the demo's shapes world as png files, with their canonical captions in ``captions.txt``."""
+    import random
+
+    import numpy as np
+
+    from lavislite.demo.shapes import render_scene, sample_scene, save_image
+    from lavislite.demo.world import make_captions
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, nprng = random.Random(seed), np.random.default_rng(seed)
+    paths, caps = [], []
+    for i in range(n):
+        scene = sample_scene(rng)
+        path = folder / f"scene{i:02d}.png"
+        save_image(render_scene(scene, size, nprng), path)
+        caps.append(make_captions(scene, rng, 1)[0])
+        paths.append(path)
+    (folder.parent / f"{folder.name}_captions.txt").write_text("\n".join(caps) + "\n")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def world_index(tmp_path_factory, loaded):
+    """(image folder, index folder) of 12 shapes-world scenes indexed by the tiny retrieval model."""
+    from lavislite.serve.build import build_index
+    from lavislite.serve.sources import discover_entries
+
+    root = tmp_path_factory.mktemp("serve_world")
+    write_world(root / "images", 12)
+    entries, _ = discover_entries([str(root / "images")])
+    texts = (root / "images_captions.txt").read_text().split("\n")[:-1]
+    build_index(loaded("blip_retrieval"), entries, str(root / "index"), texts=texts, show_progress=False)
+    return root / "images", root / "index"
 
 
 def spec_flags(spec) -> list[str]:

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -40,7 +39,7 @@ def results(searcher):
     t2i = searcher.text_to_image(QUERIES, k=5, rerank_k=4)
     img = Image.open(searcher.index.entries[0].path).convert("RGB")
     i2i = searcher.image_to_image([img], k=5)
-    strip = lambda hits: [(h["id"], round(h["score"], 4)) for h in hits]  # noqa: E731
+    strip = lambda hits: [(h["id"], round(h["score"], 4)) for h in hits]
     return [strip(h) for h in t2i + i2i]
 
 
