@@ -198,6 +198,8 @@ def create_app(heads: Heads, config: ServeConfig | None = None) -> Any:
                 out["models"][role] = {"model": f"{lm.spec.name}:{lm.spec.model_type}", "dtype": str(lm.dtype).removeprefix("torch.")}
         if heads.searcher:
             out["index"] = {"images": len(heads.searcher.index), "texts": len(heads.searcher.index.texts)}
+        out["batching"] = {"max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms,
+                           "served": {n: {"requests": b.items, "model_calls": b.batches} for n, b in batchers.items()}}
         return out
 
     @app.post("/api/caption")

@@ -1,5 +1,6 @@
 """The persistent index: incremental re-indexing, kill-safety, model identity, search directions."""
 
+import io
 import json
 import os
 import signal
@@ -144,3 +145,30 @@ def test_classify_over_caller_labels(loaded):
     assert all("itm" in r and abs(r["score"] - r["itc"] - r["itm"]) < 1e-5 for r in ranked)
     with pytest.raises(Exception, match="distinct"):
         classify(lm, [img], ["a", "a"])
+
+
+def test_shards_and_annotation_json_sources(tmp_path, loaded):
+    """A webdataset shard's members and an annotation json's images (with its captions as searchable texts)."""
+    import tarfile
+
+    from lavislite.serve.sources import ImageReader
+
+    write_noise(tmp_path / "imgs", 4)
+    with tarfile.open(tmp_path / "part-000.tar", "w") as tar:
+        for i in range(3):
+            tar.add(tmp_path / "imgs" / f"img{i:03d}.png", arcname=f"sample{i}.png")
+            info = tarfile.TarInfo(f"sample{i}.txt")
+            info.size = 5
+            tar.addfile(info, io.BytesIO(b"hello"))
+    ann = [{"image": "imgs/img000.png", "caption": ["a red square", "a square"]}, {"image": "imgs/img003.png", "caption": "two crosses"}]
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    entries, texts = discover_entries([str(tmp_path / "part-000.tar"), str(tmp_path / "ann.json")])
+    ids = [e.id for e in entries]
+    assert sum("#sample" in i for i in ids) == 3 and sum(i.endswith(".png") for i in ids) == 2
+    assert texts == ["a red square", "a square", "two crosses"]
+    member = ImageReader()(f"{os.path.normpath(tmp_path / 'part-000.tar')}#sample1")
+    assert np.array_equal(np.asarray(member), np.asarray(Image.open(tmp_path / "imgs" / "img001.png").convert("RGB")))
+    index, stats = build_index(loaded("blip_retrieval"), entries, str(tmp_path / "idx"), texts=texts, show_progress=False)
+    assert len(index) == 5 and index.texts == texts and stats.encoded == 5
+    hits = Searcher.open(index, loaded("blip_retrieval")).text_to_image(["a red square"], k=5, rerank_k=5)[0]
+    assert len(hits) == 5  # re-ranking re-read the shard members too

@@ -153,3 +153,32 @@ def test_paths_outside_the_image_roots_are_refused(server, good_image, path):
     r = post(url, "/api/caption", {"path": path})
     assert 400 <= r.status_code < 500 and r.json()["error"]
     assert post(url, "/api/caption", {"path": "scene01.png"}).status_code == 200
+
+
+def test_demo_run_folders_serve_by_default(tmp_path, spec_of, serve_tok):
+    """`lavislite serve` without model flags loads each stage's newest run of a demo folder (config.yaml + weights)."""
+    import shutil
+
+    import yaml
+
+    from lavislite.cli import build_parser
+    from lavislite.cli.serve import specs_from_args
+    from lavislite.serve.heads import load_heads
+
+    demo = tmp_path / "demo"
+    for stage, name in (("caption", "blip_caption"), ("retrieval", "blip_retrieval")):
+        run = demo / "runs" / stage / "20260101T000000Z-abc"
+        run.mkdir(parents=True)
+        shutil.copy(spec_of(name).checkpoint, run / "model_weights.pth")
+        vocab = int(spec_of(name).options[0].split("=")[1])
+        model = {"arch": name, "model_type": "tiny", "tokenizer": str(serve_tok), "checkpoint": "/elsewhere/pretrain.pth",
+                 "load_finetuned": False, "image_size": 32, "med_overrides": {"vocab_size": vocab}}
+        (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "run": {"task": stage}}))
+    args = build_parser().parse_args(["serve", "--demo", str(demo)])
+    specs = specs_from_args(args)
+    assert set(specs) == {"caption", "retrieval"} and specs["caption"].checkpoint.endswith("model_weights.pth")
+    heads = load_heads(specs, device="cpu", dtype="fp32")
+    assert heads.caption.digest == load_heads({"caption": spec_of("blip_caption")}, device="cpu", dtype="fp32").caption.digest
+    assert heads.names() == ["caption", "match", "classify"]
+    heads.decode.update(num_beams=1, max_length=6, min_length=2)
+    assert isinstance(heads.caption_batch([(Image.new("RGB", (32, 32)), None)])[0], str)
