@@ -34,6 +34,7 @@ SCRIPTS: dict[str, tuple[str, list[str]]] = {
     "load": ("load.py", ["--quick"]),
     "caption_bf16": ("caption_bf16.py", ["--quick"]),
     "capfilt": ("capfilt.py", ["--quick"]),
+    "serve": ("serve.py", ["--quick"]),
 }
 
 
@@ -275,6 +276,50 @@ def machine_summary(machines: dict[str, dict]) -> str:
             "bench/NOTES.md). Compare the ratios, each measured within one process.")
 
 
+def serve_section() -> list[str]:
+    """bench/serve.py's rows: HTTP load with/without dynamic batching, vector search, end-to-end query; each
+    with the 1/5/15-minute load averages before and after it (the machine was shared when they were taken)."""
+    sv = _load("serve")
+    if not sv:
+        return []
+    lines = ["", "## Serving (`python bench/serve.py`)", ""]
+    if sv.get("quick"):
+        lines += ["**`--quick` smoke run: numbers meaningless.**", ""]
+    load = sv.get("load")
+    if load:
+        a = load["batching"]
+        lines += [f"HTTP captioning on loopback: {a['clients']} concurrent clients for {a['seconds']:.0f} s of `POST /api/caption` "
+                  "(one 32 px shapes-world image; `blip_caption:tiny`, random weights, beam 3, up to 30 tokens); the server in its "
+                  f"own process with {a['server_torch_threads']} torch threads.", "",
+                  "| server | requests/s | p50 ms | p99 ms | ok / failed | mean batch | load avg before → after (1/5/15 min) |",
+                  "|---|---:|---:|---:|---|---:|---|"]
+        for key, label in (("no_batching", "no batching (`--max-batch 1`)"), ("batching", "dynamic batching (`--max-batch 16 --max-wait-ms 10`)")):
+            r = load[key]
+            lines.append(f"| {label} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['requests_ok']} / {r['failed']} | "
+                         f"{r['mean_batch']} | {r['load_before']} → {r['load_after']} |")
+        lines += ["", f"Batching: **{load['throughput_ratio']}×** the throughput."]
+    se = sv.get("search")
+    if se:
+        lines += ["", f"Vector search, {se['vectors']:,} random unit vectors of dim {se['dim']}, top {se['k']} "
+                      f"(load {se['load_before']} → {se['load_after']}):", "",
+                  "| index | 1 query ms | 16 queries ms | build s | top 10 vs exact |", "|---|---:|---:|---:|---|"]
+        q1, q16 = se["queries_1"], se["queries_16"]
+        lines.append(f"| torch matmul + topk (brute force) | {1000 * q1['torch_s']:.2f} | {1000 * q16['torch_s']:.2f} | – | exact |")
+        lines.append(f"| faiss flat inner product | {1000 * q1['faiss_flat_s']:.2f} | {1000 * q16['faiss_flat_s']:.2f} | "
+                     f"{se['faiss_flat_build_s']} | {'identical' if q1['identical_top10'] and q16['identical_top10'] else 'DIFFERS'} |")
+        for kind in ("ivf", "hnsw"):
+            if kind in se:
+                r = se[kind]
+                lines.append(f"| faiss {kind.upper()} | {1000 * r['query_1_s']:.2f} | {1000 * r['queries_16_s']:.2f} | {r['build_s']} | "
+                             f"recall@10 {r['recall_at_10']:.0%} |")
+        lines += ["", f"faiss flat vs torch: {q1['ratio']}× for one query, {q16['ratio']}× for 16."]
+    for e in sv.get("e2e", []):
+        lines += ["", f"End-to-end text query, {e['model']}, {e['vectors']:,}-vector index: ITC only {1000 * e['itc_only_s']:.0f} ms; "
+                      f"ITC + ITM re-ranking of {e['rerank_k']} (re-read + encode the 16 candidates, 16 ITM pairs) "
+                      f"{1000 * e['itc_itm16_s']:.0f} ms (median of {len(e['times_s']['itc_itm16'])}; load {e['load_before']} → {e['load_after']})."]
+    return lines
+
+
 TARGETS = [  # (row key, target ratio, what else must hold)
     ("caption.beam3", 2.0, "tokens identical where the 4.15 and 5.x beam rules agree"),
     ("caption.greedy", 1.3, "tokens identical"),
@@ -332,6 +377,7 @@ def render(status: dict | None = None) -> str:
         lines.append(f"- `{name}`: " + ", ".join(f"{k}={v}" for k, v in m.items()))
     if status:
         lines += ["", "## This run", ""] + [f"- `{n}`: exit {s['rc']}, {s['seconds']} s, `{s['command']}`" for n, s in status.items()]
+    lines += serve_section()
     notes = HERE / "NOTES.md"
     if notes.is_file():
         lines += ["", notes.read_text(encoding="utf-8").strip()]

@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = C.parser(__doc__, repeats=20)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--server-threads", type=int, default=2, help="torch threads of the server process (default 2 = the cores)")
+    p.add_argument("--server-threads", type=int, default=1, help="torch threads of the server process (default 1: robust on a shared machine)")
     p.add_argument("--vectors", type=int, default=100_000)
     p.add_argument("--full", action="store_true", help="also the end-to-end query with full-size BLIP (slow on a CPU)")
     p.add_argument("--no-approx", action="store_true", help="skip the IVF/HNSW rows")

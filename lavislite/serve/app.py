@@ -5,7 +5,7 @@ size limits, 4xx errors a client can act on) and the page is one static file cal
 the page adds no second code path; FastAPI is a thin, maintained layer over Starlette's ASGI, and the
 install stays small (Gradio pulls in a front-end build and dozens of packages).
 
-Every ``/api/`` request passes :class:`Guard` first (bearer token in constant time, then the body-size
+Every request but the page's passes :class:`Guard` first (bearer token in constant time, then the body-size
 limit) before any form parsing or model work. Inputs are checked by :mod:`lavislite.serve.images`;
 requests to one head are batched by :class:`~lavislite.serve.batching.DynamicBatcher`. (FastAPI is imported
 at the top: it resolves the route annotations from this module's globals; nothing imports this module but
@@ -35,6 +35,7 @@ from lavislite.serve.images import Limits, RequestError, check_text, decode_imag
 logger = logging.getLogger(__name__)
 TOKEN_ENV = "LAVISLITE_SERVE_TOKEN"
 OPERATIONS = ("caption", "vqa", "match", "classify", "search")
+PUBLIC = frozenset({"/"})  # the page (it asks for the token); every other path passes the guard
 
 
 @dataclass
@@ -49,7 +50,7 @@ class ServeConfig:
 
 
 class Guard:
-    """ASGI middleware for ``/api/``: 401 unless the bearer token matches (``hmac.compare_digest``), 413 when
+    """ASGI middleware for every path but the page: 401 unless the bearer token matches (``hmac.compare_digest``), 413 when
     the body is over the limit (by Content-Length, or counted while it streams)."""
 
     def __init__(self, app: Any, token: str | None, max_body: int) -> None:
@@ -63,7 +64,7 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+        if scope["type"] != "http" or scope["path"] in PUBLIC:
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         if self.expected is not None:

@@ -134,6 +134,7 @@ def build_index(
     have = {old_entries[i].id for i in keep_rows}
     todo = [e for e in entries if e.id not in have]
     stats.kept, stats.removed = len(keep_rows), len(old_entries) - len(keep_rows)
+    dist.barrier()  # every rank has read the index before rank 0 commits (and deletes superseded files)
 
     writer = None
     if rank == 0:

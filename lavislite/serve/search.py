@@ -56,6 +56,14 @@ def _rank(pool_sim: np.ndarray, pool_rows: np.ndarray, itm: torch.Tensor | None,
     return out[:k]
 
 
+def _rank_pool(sim: np.ndarray, rows: np.ndarray, itm: torch.Tensor | None, pool: int, k: int) -> list:
+    """BLIP re-ranks a query's top ``pool`` by ITM; when ``k`` asks for more, the rest follow by cosine."""
+    if itm is None:
+        return _rank(sim, rows, None, k)
+    head = _rank(sim[:pool], rows[:pool], itm[:pool], k)
+    return head + _rank(sim[pool:], rows[pool:], None, max(0, k - len(head)))
+
+
 @dataclass
 class Searcher:
     """An index with the model that made it. Build with :meth:`open`."""
@@ -99,32 +107,17 @@ class Searcher:
             else:
                 qv = embed_texts(self.lm, queries)
         sims, rows = self.index.search_vectors(qv, max(k, rerank_k) if rerank else k)
-        itm = None
+        itm, pool = None, min(rerank_k, rows.shape[1])
         if rerank:
-            pool = min(rerank_k, rows.shape[1])
-            cand = sorted({int(r) for r in rows[:, :pool].reshape(-1) if r >= 0})
-            tokens = self._tokens(cand)
+            pairs = [(q, j) for q in range(len(queries)) for j in range(pool) if rows[q, j] >= 0]
+            cand = sorted({int(rows[q, j]) for q, j in pairs})  # each candidate is read and encoded once
             slot = {r: i for i, r in enumerate(cand)}
-            q_idx, c_idx = zip(*[(q, slot[int(r)]) for q in range(len(queries)) for r in rows[q, :pool] if r >= 0])
-            logits = _itm(model, tokens, ids, atts, torch.tensor(c_idx), torch.tensor(q_idx))
+            logits = _itm(model, self._tokens(cand), ids, atts, torch.tensor([slot[int(rows[q, j])] for q, j in pairs]),
+                          torch.tensor([q for q, _ in pairs]))
             itm = torch.full(rows.shape, float("nan"))
-            p = 0
-            for q in range(len(queries)):
-                for j in range(pool):
-                    if rows[q, j] >= 0:
-                        itm[q, j] = logits[p]
-                        p += 1
-        out = []
-        for q in range(len(queries)):
-            if itm is not None:  # BLIP re-ranks the pool only; ITM-less tail items (k > rerank_k) follow it
-                pool = min(rerank_k, rows.shape[1])
-                head = _rank(sims[q, :pool], rows[q, :pool], itm[q, :pool], k)
-                tail = _rank(sims[q, pool:], rows[q, pool:], None, max(0, k - len(head)))
-                ranked = head + tail
-            else:
-                ranked = _rank(sims[q], rows[q], None, k)
-            out.append([self._hit(r, i + 1, s, c, m) for i, (r, s, c, m) in enumerate(ranked)])
-        return out
+            itm[[q for q, _ in pairs], [j for _, j in pairs]] = logits
+        return [[self._hit(r, i + 1, s, c, m) for i, (r, s, c, m) in
+                 enumerate(_rank_pool(sims[q], rows[q], None if itm is None else itm[q], pool, k))] for q in range(len(queries))]
 
     def _tokens(self, rows: Sequence[int], batch_size: int = 16) -> torch.Tensor:
         """ViT tokens of indexed images (re-read from disk: the index keeps only their embeddings)."""
@@ -170,10 +163,7 @@ class Searcher:
                 itm = torch.full((rows.shape[1],), float("nan"))
                 itm[: len(pool)] = _itm(model, tokens[b : b + 1], ids, atts, torch.zeros(len(pool), dtype=torch.long),
                                         torch.arange(len(pool)))
-                n = len(pool)
-                ranked = _rank(sims[b, :n], rows[b, :n], itm[:n], k) + _rank(sims[b, n:], rows[b, n:], None, max(0, k - n))
-            else:
-                ranked = _rank(sims[b], rows[b], None, k)
+            ranked = _rank_pool(sims[b], rows[b], itm, min(rerank_k, rows.shape[1]), k)
             hits = []
             for i, (r, s, c, m) in enumerate(ranked):
                 hit = {"rank": i + 1, "text": self.index.texts[r], "score": s, "itc": c}
@@ -210,7 +200,8 @@ def classify(lm: LoadedModel, images: Sequence[Any], labels: Sequence[str], *, r
             iv = torch.from_numpy(embed_images(lm, list(images)))
             tv = torch.from_numpy(embed_texts(lm, texts))
         sims = iv.cpu() @ tv.cpu().t()  # (B, L)
-        temp = float(getattr(model, "temp", torch.tensor(0.01)).float()) if hasattr(model, "temp") else 0.01
+        temp = getattr(model, "temp", None)  # BLIP's learned ITC temperature, clamped as in training
+        temp = min(max(float(temp), 0.001), 0.5) if isinstance(temp, (torch.Tensor, float)) else 0.01
         probs = (sims / temp).softmax(-1)
         itm = None
         if rerank:

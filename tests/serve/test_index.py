@@ -172,3 +172,20 @@ def test_shards_and_annotation_json_sources(tmp_path, loaded):
     assert len(index) == 5 and index.texts == texts and stats.encoded == 5
     hits = Searcher.open(index, loaded("blip_retrieval")).text_to_image(["a red square"], k=5, rerank_k=5)[0]
     assert len(hits) == 5  # re-ranking re-read the shard members too
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_build_the_same_index(tmp_path, loaded, spec_of):
+    write_noise(tmp_path / "imgs", 10)
+    env = dict(os.environ, OMP_NUM_THREADS="1", LAVISLITE_OFFLINE="1")
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0", "--rdzv-backend=c10d",
+           "--rdzv-endpoint=localhost:0", "-m", "lavislite", "index", str(tmp_path / "imgs"), "--out", str(tmp_path / "idx"),
+           "--commit-every", "4", "--batch-size", "2", "--device", "cpu", *spec_flags(spec_of("blip_retrieval"))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "10 images (10 encoded" in proc.stderr
+    index = ImageIndex.open(tmp_path / "idx")
+    clean, _ = build(loaded("blip_retrieval"), tmp_path / "imgs", tmp_path / "clean")
+    assert [e.id for e in index.entries] == [e.id for e in clean.entries]
+    np.testing.assert_allclose(index.vectors, clean.vectors, atol=1e-5)

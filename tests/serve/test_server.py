@@ -106,6 +106,8 @@ def test_token_required_and_no_work_without_it(server, good_image):
         r = post(url, "/api/caption", image=good_image, headers=headers)
         assert r.status_code == 401 and "token" in r.json()["error"]
         assert requests.get(url + "/api/info", headers=headers, timeout=30).status_code == 401
+    for path in ("//api/caption", "/API/caption", "/api/../api/caption", "/docs"):  # no path around the guard
+        assert requests.post(url + path, files={"image": ("x.png", good_image)}, timeout=30).status_code == 401
     assert {n: b.items for n, b in app.state.batchers.items()} == calls
     assert requests.get(url + "/", timeout=30).status_code == 200  # the page itself is public; it asks for the token
 
