@@ -300,8 +300,8 @@ def serve_section() -> list[str]:
         lines += ["", f"Batching: **{load['throughput_ratio']}×** the throughput."]
     se = sv.get("search")
     if se:
-        lines += ["", f"Vector search, {se['vectors']:,} random unit vectors of dim {se['dim']}, top {se['k']} "
-                      f"(load {se['load_before']} → {se['load_after']}):", "",
+        lines += ["", f"Vector search, {se['vectors']:,} synthetic unit vectors of dim {se['dim']} ({se.get('data', 'uniformly random')}), "
+                      f"top {se['k']}, {se.get('threads', '?')} thread(s) for torch and faiss (load {se['load_before']} → {se['load_after']}):", "",
                   "| index | 1 query ms | 16 queries ms | build s | top 10 vs exact |", "|---|---:|---:|---:|---|"]
         q1, q16 = se["queries_1"], se["queries_16"]
         lines.append(f"| torch matmul + topk (brute force) | {1000 * q1['torch_s']:.2f} | {1000 * q16['torch_s']:.2f} | – | exact |")
