@@ -17,11 +17,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -30,7 +31,13 @@ from starlette.concurrency import run_in_threadpool
 from lavislite.common.errors import LavisliteError
 from lavislite.serve.batching import DynamicBatcher
 from lavislite.serve.heads import Heads
-from lavislite.serve.images import Limits, RequestError, check_text, decode_image, read_path
+from lavislite.serve.images import (
+    Limits,
+    RequestError,
+    check_text,
+    decode_image,
+    read_path,
+)
 
 logger = logging.getLogger(__name__)
 TOKEN_ENV = "LAVISLITE_SERVE_TOKEN"
@@ -104,7 +111,7 @@ def create_app(heads: Heads, config: ServeConfig | None = None) -> Any:
             b.close()
 
     app = FastAPI(title="lavislite", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    batch = lambda fn, name: DynamicBatcher(fn, config.max_batch, config.max_wait_ms, name)  # noqa: E731
+    batch = lambda fn, name: DynamicBatcher(fn, config.max_batch, config.max_wait_ms, name)
     if heads.caption:
         batchers["caption"] = batch(heads.caption_batch, "caption")
     if heads.vqa:

@@ -13,8 +13,9 @@ import asyncio
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from lavislite.common.errors import ConfigError
 

@@ -59,6 +59,6 @@ class BackgroundServer:
         self.url = f"http://{self.host}:{port}"
         return self.url
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)

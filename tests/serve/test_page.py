@@ -11,13 +11,13 @@ import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the [test] extra")
 
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
-from lavislite.serve.app import ServeConfig, create_app  # noqa: E402
-from lavislite.serve.heads import Heads  # noqa: E402
-from lavislite.serve.search import Searcher  # noqa: E402
-from lavislite.serve.server import BackgroundServer  # noqa: E402
+from lavislite.serve.app import ServeConfig, create_app
+from lavislite.serve.heads import Heads
+from lavislite.serve.search import Searcher
+from lavislite.serve.server import BackgroundServer
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -31,7 +31,7 @@ def chrome():
     """A headless Chromium driven by Debian's chromedriver; installed with apt-get when missing and possible."""
     browser, driver = _find()
     if (browser is None or driver is None) and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"], capture_output=True, timeout=900)
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"], capture_output=True, timeout=900, check=False)
         browser, driver = _find()
     if browser is None or driver is None:
         pytest.skip("no chromium + chromedriver on this machine and apt-get cannot install them "

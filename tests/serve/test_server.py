@@ -10,11 +10,11 @@ from PIL import Image
 
 requests = pytest.importorskip("requests", reason="requests is in the [test] extra")
 
-from lavislite.serve.app import ServeConfig, create_app  # noqa: E402
-from lavislite.serve.heads import Heads  # noqa: E402
-from lavislite.serve.images import Limits  # noqa: E402
-from lavislite.serve.search import Searcher  # noqa: E402
-from lavislite.serve.server import BackgroundServer  # noqa: E402
+from lavislite.serve.app import ServeConfig, create_app
+from lavislite.serve.heads import Heads
+from lavislite.serve.images import Limits
+from lavislite.serve.search import Searcher
+from lavislite.serve.server import BackgroundServer
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
