@@ -287,6 +287,10 @@ def main(argv: list[str] | None = None) -> dict:
             result["load"]["throughput_ratio"] = round(b["throughput_rps"] / a["throughput_rps"], 2) if a["throughput_rps"] else None
         if "search" not in skip:
             result["search"] = search_bench(args.vectors, 256, args.repeats, not args.no_approx)
+            before = json.loads(previous.read_text()).get("search", {}) if previous.is_file() else {}
+            for kind in ("ivf", "hnsw") if args.no_approx else ():  # keep the earlier approximate rows, marked
+                if kind in before and before.get("vectors") == args.vectors:
+                    result["search"][kind] = {**before[kind], "carried_over": True, "load": f"{before['load_before']} → {before['load_after']}"}
         if "e2e" not in skip:
             result["e2e"] = [e2e_query(tmp, False, args.vectors, args.repeats)]
             if args.full:

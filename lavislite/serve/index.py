@@ -64,7 +64,7 @@ def import_faiss() -> Any:
 
     Exact search of two or more queries goes through BLAS (faiss's default switches at 20): with the
     generic kernels of the PyPI wheel, 16 queries over 100k vectors took 1.68 s without BLAS and 0.36 s
-    with it on a 2-core EPYC (bench/serve.py); one query stays on the direct kernel, which was faster there.
+    with it on a 2-core Xeon (bench/serve.py); one query stays on the direct kernel, which was faster there.
     """
     import logging
 
