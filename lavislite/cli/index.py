@@ -10,8 +10,9 @@ DEFAULT_MODEL = "blip_retrieval:coco"
 def add_spec_options(p: argparse.ArgumentParser, default: str | None, what: str = "model") -> None:
     """--model/--checkpoint/--tokenizer/--option/--device/--dtype (the index and search commands)."""
     g = p.add_argument_group(what)
-    g.add_argument("--model", default=default, metavar="NAME:TYPE",
-                   help=f"registered retrieval or feature model (default {default or 'the one that made the index'})")
+    g.add_argument("--model", default=default, metavar="NAME:TYPE|FOLDER",
+                   help=f"registered retrieval or feature model, or a model folder (a training run's directory or what "
+                        f"`lavislite export` wrote); default {default or 'the one that made the index'}")
     g.add_argument("--checkpoint", default=None, metavar="PATH", help="weights instead of the type's download")
     g.add_argument("--tokenizer", default=None, metavar="DIR", help="tokenizer directory holding vocab.txt")
     g.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model config override, repeatable")

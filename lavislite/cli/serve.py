@@ -12,9 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve an HTTP JSON API and a web page. Without any model flag it serves the models "
                                    "the newest `lavislite demo` run trained (output/demo). Binds 127.0.0.1 unless --host "
                                    "says otherwise. See docs/serve.md.")
-    g = p.add_argument_group("models (NAME:TYPE, each with an optional checkpoint)")
+    g = p.add_argument_group("models (NAME:TYPE with an optional checkpoint, or a model folder)")
     for role, what in ROLES.items():
-        g.add_argument(f"--{role}", default=None, metavar="NAME:TYPE", help=f"the {what}")
+        g.add_argument(f"--{role}", default=None, metavar="NAME:TYPE|FOLDER", help=f"the {what}: a registered type or a model folder")
         g.add_argument(f"--{role}-checkpoint", default=None, metavar="PATH", help=f"weights of the {what}")
     g.add_argument("--index", default=None, metavar="INDEX", help="an index made by lavislite index, for search")
     g.add_argument("--demo", default=None, metavar="DIR", help="a lavislite demo output folder to serve (default: the newest under output/demo)")

@@ -203,7 +203,7 @@ def create_app(heads: Heads, config: ServeConfig | None = None) -> Any:
         for role in ("caption", "vqa", "retrieval"):
             lm = getattr(heads, role)
             if lm is not None:
-                out["models"][role] = {"model": f"{lm.spec.name}:{lm.spec.model_type}", "dtype": str(lm.dtype).removeprefix("torch.")}
+                out["models"][role] = {"model": f"{lm.spec.name}:{lm.spec.model_type}" if not lm.spec.folder else lm.spec.name, "dtype": str(lm.dtype).removeprefix("torch.")}
         if heads.searcher:
             out["index"] = {"images": len(heads.searcher.index), "texts": len(heads.searcher.index.texts)}
         out["batching"] = {"max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms,

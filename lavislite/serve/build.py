@@ -21,7 +21,7 @@ import torch
 
 from lavislite.common import dist
 from lavislite.common.errors import ConfigError, DataError
-from lavislite.serve.identity import LoadedModel
+from lavislite.serve.identity import LoadedModel, ModelSpec
 from lavislite.serve.index import ImageIndex, IndexWriter, read_meta
 from lavislite.serve.sources import Entry, ImageReader
 
@@ -46,9 +46,7 @@ def model_record(lm: LoadedModel) -> dict[str, Any]:
 def check_same_model(index_model: dict[str, Any], lm: LoadedModel, where: str) -> None:
     """Raise unless ``lm`` has the weights that made the index at ``where``; the message names both models."""
     if index_model.get("digest") != lm.digest:
-        made = f"{index_model['name']}:{index_model['model_type']}"
-        if index_model.get("checkpoint"):
-            made += f" --checkpoint {index_model['checkpoint']}"
+        made = ModelSpec.from_json(index_model).label
         raise ConfigError(
             f"the index {where} was made by {made} (weights {index_model.get('digest', '?')[:12]}), but the model given is "
             f"{lm.spec.label} (weights {lm.digest[:12]}); its embeddings are not comparable. Use the index's model "

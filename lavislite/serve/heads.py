@@ -37,7 +37,7 @@ CONTRACTS = {
 def check_contract(role: str, lm: LoadedModel) -> None:
     missing = [m for m in CONTRACTS[role] if not hasattr(lm.model, m)]
     if missing:
-        raise ConfigError(f"--{role} {lm.spec.name}:{lm.spec.model_type} lacks {', '.join(missing)} (the {role} contract); "
+        raise ConfigError(f"--{role} {lm.spec.model_arg} lacks {', '.join(missing)} (the {role} contract); "
                           f"pick a model that has it (`lavislite models` lists them)")
 
 
@@ -150,9 +150,12 @@ class Heads:
 
 # -- loading -----------------------------------------------------------------------------------
 def demo_specs(demo_dir: str | Path) -> dict[str, ModelSpec]:
-    """Specs of the caption, VQA and retrieval models a ``lavislite demo`` run trained, read from each stage's
-    newest run folder (``runs/<stage>/<run_id>/config.yaml`` and its weights)."""
+    """Specs of the caption, VQA and retrieval models a ``lavislite demo`` run trained: each stage's newest run
+    folder's model folder (``runs/<stage>/<run_id>/model/``), or, for runs from before model folders, its
+    ``config.yaml`` and weights file."""
     import yaml
+
+    from lavislite.models.folder import find
 
     root = Path(demo_dir)
     out = {}
@@ -161,6 +164,13 @@ def demo_specs(demo_dir: str | Path) -> dict[str, ModelSpec]:
         if not runs:
             continue
         run = runs[-1].parent
+        try:
+            folder = find(run)
+        except ConfigError:  # the run wrote no model folder (it did not finish): nothing to serve for this role
+            continue
+        if folder is not None:
+            out[role] = ModelSpec.from_args(str(folder))
+            continue
         weights = next((run / n for n in ("model_weights.pth", "checkpoint_best.pth") if (run / n).is_file()), None)
         if weights is None:
             continue

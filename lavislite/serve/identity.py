@@ -20,17 +20,27 @@ from lavislite.common.errors import ConfigError
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to load a model: ``NAME:TYPE`` and optional checkpoint, tokenizer dir and ``--option`` overrides."""
+    """How to load a model: ``NAME:TYPE`` or a model ``folder`` (a training run's or ``lavislite export``'s),
+    with optional checkpoint, tokenizer dir and ``--option`` overrides."""
 
     name: str
     model_type: str
     checkpoint: str | None = None
     tokenizer: str | None = None
     options: tuple[str, ...] = field(default_factory=tuple)
+    folder: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.name}:{self.model_type}" + (f" (checkpoint {self.checkpoint})" if self.checkpoint else "")
+        """How messages name the model, in the form the command line takes it back."""
+        if self.folder:
+            return f"--model {self.folder} (a {self.name} model)"
+        return f"{self.name}:{self.model_type}" + (f" --checkpoint {self.checkpoint}" if self.checkpoint else "")
+
+    @property
+    def model_arg(self) -> str:
+        """The ``--model`` value: the folder, or ``NAME:TYPE``."""
+        return self.folder or f"{self.name}:{self.model_type}"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -39,14 +49,24 @@ class ModelSpec:
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> ModelSpec:
-        return ModelSpec(d["name"], d["model_type"], d.get("checkpoint"), d.get("tokenizer"), tuple(d.get("options") or ()))
+        return ModelSpec(d["name"], d["model_type"], d.get("checkpoint"), d.get("tokenizer"), tuple(d.get("options") or ()),
+                         d.get("folder"))
 
     @staticmethod
     def from_args(model: str, checkpoint: str | None = None, tokenizer: str | None = None, options: Any = ()) -> ModelSpec:
+        """From ``--model NAME:TYPE|FOLDER`` and the other model flags (paths made absolute; URLs stay as given)."""
         from lavislite.inference.options import parse_model
+        from lavislite.models.folder import find, read_config
 
+        def absolute(p: str | None) -> str | None:
+            return os.path.abspath(p) if p and os.path.exists(p) else p
+
+        folder = find(model)
+        if folder is not None:
+            cfg = read_config(folder).model
+            return ModelSpec(str(cfg.arch), str(cfg.model_type), absolute(checkpoint), absolute(tokenizer), tuple(options or ()),
+                             os.path.abspath(folder))
         name, mtype = parse_model(model)
-        absolute = lambda p: os.path.abspath(p) if p and os.path.exists(p) else p
         return ModelSpec(name, mtype, absolute(checkpoint), absolute(tokenizer), tuple(options or ()))
 
 
@@ -96,8 +116,8 @@ def load_spec(spec: ModelSpec, device: str | None = None, dtype: str = "fp32") -
     """Load ``spec`` in fp32 (the digest is of fp32 weights), then cast to ``dtype`` (``auto`` allowed)."""
     from lavislite.inference.loading import load, pick_device
 
-    args = argparse.Namespace(model=f"{spec.name}:{spec.model_type}", checkpoint=spec.checkpoint, tokenizer=spec.tokenizer,
-                              option=list(spec.options), device=device, dtype="fp32")
+    args = argparse.Namespace(model=spec.model_arg, checkpoint=spec.checkpoint, tokenizer=spec.tokenizer,
+                              option=list(spec.options), device=device, dtype="fp32", command=None)
     dev = pick_device(device)
     ld = load(args, dev)
     model = ld.model.eval()

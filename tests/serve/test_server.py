@@ -184,3 +184,31 @@ def test_demo_run_folders_serve_by_default(tmp_path, spec_of, serve_tok):
     assert heads.names() == ["caption", "match", "classify"]
     heads.decode.update(num_beams=1, max_length=6, min_length=2)
     assert isinstance(heads.caption_batch([(Image.new("RGB", (32, 32)), None)])[0], str)
+
+
+def test_demo_model_folders_serve_and_index_by_folder(tmp_path, loaded, world_index):
+    """A run directory holding a model folder (what training writes) serves by default, and `--model FOLDER`
+    indexes; the index records the folder and refuses a different model by naming it."""
+    from lavislite.cli import build_parser
+    from lavislite.cli.serve import specs_from_args
+    from lavislite.common.errors import ConfigError
+    from lavislite.serve.build import build_index
+    from lavislite.serve.heads import load_heads
+    from lavislite.serve.identity import ModelSpec, load_spec
+    from lavislite.serve.sources import discover_entries
+
+    run = tmp_path / "demo" / "runs" / "retrieval" / "20260102T000000Z-abc"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("run: {}\n")
+    loaded("blip_retrieval").model.save_pretrained(run / "model")
+    specs = specs_from_args(build_parser().parse_args(["serve", "--demo", str(tmp_path / "demo")]))
+    assert set(specs) == {"retrieval"} and specs["retrieval"].folder == str(run / "model")
+    heads = load_heads(specs, device="cpu", dtype="fp32")
+    assert heads.retrieval.digest == loaded("blip_retrieval").digest  # the same weights, from the folder
+    spec = ModelSpec.from_args(str(run))  # a run directory names its model folder
+    images, _ = world_index
+    entries, _ = discover_entries([str(images)])
+    index, _ = build_index(load_spec(spec, "cpu"), entries[:4], str(tmp_path / "idx"), show_progress=False)
+    assert index.model["folder"] == str(run / "model")
+    with pytest.raises(ConfigError, match=r"made by --model .*/model \(a blip_retrieval model\)"):
+        Searcher.open(index, loaded("blip_retrieval", seed=1))
