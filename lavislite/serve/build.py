@@ -63,6 +63,9 @@ def embed_images(lm: LoadedModel, pils: list) -> np.ndarray:
             proj = lm.model.encode_image(x)[1]
         else:
             proj = lm.model.extract_features({"image": x}, mode="image").image_embeds_proj[:, 0]
+    if proj.dim() != 2:  # the retrieval protocol allows several ITC vectors per image; an index row holds one
+        raise ConfigError(f"{lm.spec.label} gives {tuple(proj.shape[1:])} ITC features per image; the index stores one "
+                          "vector per image (BLIP's); use a model with one ITC vector per image")
     return torch.nn.functional.normalize(proj.float(), dim=-1).cpu().numpy()
 
 

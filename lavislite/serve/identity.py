@@ -114,11 +114,12 @@ def pick_dtype(requested: str, model: torch.nn.Module, device: torch.device) -> 
 
 def load_spec(spec: ModelSpec, device: str | None = None, dtype: str = "fp32") -> LoadedModel:
     """Load ``spec`` in fp32 (the digest is of fp32 weights), then cast to ``dtype`` (``auto`` allowed)."""
-    from lavislite.inference.loading import load, pick_device
+    from lavislite.common.utils import resolve_device
+    from lavislite.inference.loading import load
 
     args = argparse.Namespace(model=spec.model_arg, checkpoint=spec.checkpoint, tokenizer=spec.tokenizer,
                               option=list(spec.options), device=device, dtype="fp32", command=None)
-    dev = pick_device(device)
+    dev = resolve_device(device, what="--device")
     ld = load(args, dev)
     model = ld.model.eval()
     digest = weights_digest(model)

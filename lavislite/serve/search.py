@@ -4,7 +4,7 @@ Text -> image: the query's normalised ITC embedding against the index (faiss), t
 ``rerank_k`` candidates re-scored by the ITM head; the final score is ``ITM logit + cosine`` (BLIP's),
 or the cosine alone with ``rerank_k=0``. Image -> text is the same over the index's texts; image ->
 image is cosine only (ITM scores image-text pairs). ITM pairs go through the retrieval tasks' grouped
-scorer (:func:`lavislite.tasks._rerank.itm_pair_logits`), which projects each image's tokens once.
+scorer (:func:`lavislite.tasks.rerank.itm_pair_logits`), which projects each image's tokens once.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _check_k(k: int, rerank_k: int) -> None:
 
 
 def _itm(model: Any, tokens: torch.Tensor, ids: torch.Tensor, atts: torch.Tensor, cand: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    from lavislite.tasks._rerank import itm_pair_logits
+    from lavislite.tasks.rerank import itm_pair_logits
 
     with torch.inference_mode():
         return itm_pair_logits(model, tokens, ids, atts, cand, text, MAX_ITM_PAIRS)

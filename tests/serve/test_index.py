@@ -139,7 +139,8 @@ def test_classify_over_caller_labels(loaded):
     labels = ["a red square", "a blue circle", "a green cross"]
     plain = classify(lm, [img], labels)[0]
     assert sorted(r["label"] for r in plain) == sorted(labels) and abs(sum(r["prob"] for r in plain) - 1) < 1e-5
-    sims = lm.model.itc_similarity(lm.images([img]), [lm.txt(t) for t in labels])[0]
+    _, image_feats = lm.model.encode_image(lm.images([img]))
+    sims = lm.model.itc_similarity(image_feats, lm.model.encode_text([lm.txt(t) for t in labels])[0])[0]
     assert {r["label"]: round(r["itc"], 5) for r in plain} == {t: round(float(v), 5) for t, v in zip(labels, sims)}
     ranked = classify(lm, [img], labels, rerank=True)[0]
     assert all("itm" in r and abs(r["score"] - r["itc"] - r["itm"]) < 1e-5 for r in ranked)
