@@ -11,6 +11,9 @@ A run's config is merged in this order, each layer checked against the ones belo
 The lower layers define the schema: a key that no lower layer defines is an error naming the key, the
 file it came from and the nearest valid key; so is a value whose type differs from the default's. An
 empty mapping (``{}``) or a ``null`` default marks a node as open (any keys or any value).
+
+A yaml file may inherit from others with a top-level ``_base_:`` (see :func:`load_yaml`): the variant
+yamls of a model hold only what differs from their head's base yaml.
 """
 
 from __future__ import annotations
@@ -32,13 +35,27 @@ CONFIG_ROOT = PACKAGE_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_ROOT / "default.yaml"
 CACHE_ENV = "LAVISLITE_CACHE"
 
-_OPEN = "_open_"  # a mapping listing this key accepts any sub-keys
+_OPEN = "_open_"  # a mapping listing this key (true) accepts any sub-keys; false closes it again
+_BASE = "_base_"  # a yaml's top-level list of the yamls it inherits from
 
 
 # -- files -----------------------------------------------------------------------------------
 def load_yaml(path: str | Path) -> DictConfig:
-    """Read a yaml file into a DictConfig; errors name the file."""
-    path = Path(path)
+    """Read a yaml file into a DictConfig, its ``_base_`` files merged underneath; errors name the file.
+
+    A top-level ``_base_:`` (one path or a list, relative to the file) names yamls this file inherits
+    from. The bases are loaded the same way (recursively) and merged in order; then the file's own keys
+    are merged on top. Each layer is validated against the ones before it: a key the bases do not
+    define is an error naming the file and the key, unless the bases mark that mapping open (an empty
+    ``{}``, ``null`` or ``_open_: true``). A file that adds keys to an open mapping may close it again
+    for what comes after (variants, overrides) with ``_open_: false``; that marker is then dropped.
+    A cycle of bases is an error naming the files in it.
+    """
+    return _load_with_bases(Path(path), ())
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    """One yaml file as a DictConfig, without resolving ``_base_``."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}. Check the path (relative paths are resolved from {Path.cwd()}).")
     try:
@@ -55,6 +72,63 @@ def load_yaml(path: str | Path) -> DictConfig:
         return OmegaConf.create(data)
     except Exception as exc:  # omegaconf rejects some key types; say which file
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> DictConfig:
+    """``path`` merged over its ``_base_`` files; ``chain`` holds the files that inherit from it."""
+    key = path.resolve()
+    if key in chain:
+        cycle = " -> ".join(str(p) for p in (*chain[chain.index(key):], key))
+        raise ConfigError(f"{_BASE} cycle: {cycle}; remove one of these {_BASE} entries")
+    cfg = _read_yaml(path)
+    if _BASE not in cfg:
+        return cfg
+    bases = _base_paths(path, cfg[_BASE])
+    del cfg[_BASE]
+    merged: DictConfig | None = None
+    for i, base in enumerate(bases):
+        node = _load_with_bases(base, (*chain, key))
+        merged = node if merged is None else _merge_layer(merged, node, base, bases[:i])
+    return cfg if merged is None else _drop_closed_markers(_merge_layer(merged, cfg, path, bases))
+
+
+def _drop_closed_markers(node: DictConfig) -> DictConfig:
+    """Remove ``_open_: false`` (a file closing a mapping its base left open): closed is the default."""
+    if node.get(_OPEN) is False:
+        del node[_OPEN]
+    for key in node.keys():
+        if not _is_interpolation(node, key) and isinstance(node.get(key), DictConfig):
+            _drop_closed_markers(node[key])
+    return node
+
+
+def _merge_layer(below: DictConfig, layer: DictConfig, path: Path, bases: list[Path]) -> DictConfig:
+    """``layer`` (the file ``path``) validated against and merged over ``below`` (from ``bases``)."""
+    try:
+        return merge_validated(below, layer, str(path))
+    except ConfigError as exc:
+        if not str(exc).startswith("unknown config key"):
+            raise
+        names = ", ".join(str(b) for b in bases)
+        raise ConfigError(
+            f"{exc}. {path.name} may only set keys that {names} defines ({_BASE}): add the key there, "
+            "or mark that mapping `_open_: true` there"
+        ) from exc
+
+
+def _base_paths(path: Path, value: Any) -> list[Path]:
+    """The files a ``_base_`` value names: a path or a list of paths, relative to ``path``'s folder."""
+    items = list(value) if isinstance(value, ListConfig) else [value]
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError(f"{path}: {_BASE} must be a yaml path or a list of yaml paths (relative to this file), got {item!r}")
+        base = Path(item).expanduser()
+        base = base if base.is_absolute() else path.parent / base
+        if not base.is_file():
+            raise ConfigError(f"{path}: {_BASE} file {item!r} not found (looked for {base}); paths are relative to {path.parent}")
+        out.append(base)
+    return out
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -75,7 +149,7 @@ def save_config(cfg: DictConfig, path: str | Path) -> Path:
 
 # -- validated merge --------------------------------------------------------------------------
 def _is_open(node: Any) -> bool:
-    return node is None or (isinstance(node, DictConfig) and (len(node) == 0 or _OPEN in node))
+    return node is None or (isinstance(node, DictConfig) and (len(node) == 0 or (_OPEN in node and node.get(_OPEN) is not False)))
 
 
 def _type_ok(default: Any, value: Any) -> bool:
