@@ -96,7 +96,7 @@ def _drop_closed_markers(node: DictConfig) -> DictConfig:
     """Remove ``_open_: false`` (a file closing a mapping its base left open): closed is the default."""
     if node.get(_OPEN) is False:
         del node[_OPEN]
-    for key in node.keys():
+    for key in list(node):
         if not _is_interpolation(node, key) and isinstance(node.get(key), DictConfig):
             _drop_closed_markers(node[key])
     return node
@@ -371,6 +371,22 @@ def to_kwargs(cfg: Any, cls: Any, *, skip: Iterable[str] = ("name",)) -> dict[st
             raise ConfigError(f"{cls.__name__} has no option {key!r}.{hint} Options: {', '.join(sorted(params))}")
         out[key] = value
     return out
+
+
+def constructor_kwargs(cfg: Any, cls: Any, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """The keys of config section ``cfg`` that name parameters of ``cls.__init__`` (less ``exclude``).
+
+    A ``from_config`` passes these and nothing else: a key the config leaves out takes the constructor's
+    default, so each default is written once, in the signature. Other keys (``arch``, checkpoint and
+    backbone settings) are read by whoever builds those parts.
+    """
+    if cfg is None:
+        return {}
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else dict(cfg)
+    skip = set(exclude)
+    params = inspect.signature(cls.__init__).parameters.values()
+    names = [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return {name: data[name] for name in names if name in data and name not in skip}
 
 
 # -- run configs ------------------------------------------------------------------------------

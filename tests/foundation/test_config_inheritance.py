@@ -145,7 +145,7 @@ def test_docs_example_resolves(tmp_path):
         (tmp_path / fname).write_text(text)
     cfg = OmegaConf.to_container(load_yaml(tmp_path / "my_model_large.yaml"))
     base = OmegaConf.to_container(load_yaml(tmp_path / "_base.yaml"))
-    assert cfg["model"] == {**base["model"], "model_type": "large", "hidden": 1024, "extra": {"layers": 24}}
+    assert cfg["model"] == {**base["model"], "model_type": "large", "hidden": 1024, "vit_overrides": {"depth": 24}}
     assert cfg["preprocess"]["vis_processor"] == {**base["preprocess"]["vis_processor"], "eval": {"name": "blip_image_eval", "image_size": 384}}
     (tmp_path / "my_model_large.yaml").write_text(blocks["my_model_large.yaml"].replace("hidden: 1024", "hiden: 1024"))
     with pytest.raises(ConfigError, match=r"unknown config key 'model\.hiden' in .*my_model_large\.yaml\. Did you mean 'model\.hidden'"):

@@ -253,14 +253,15 @@ class MomentumContrastiveBase(BlipRetrievalMethods, BlipBase):
         visual_encoder: nn.Module,
         vision_width: int,
         text_encoder: nn.Module,
-        tokenizer: Any = "bert-base-uncased",
-        embed_dim: int = 256,
-        queue_size: int = 57600,
-        momentum: float = 0.995,
-        alpha: float = 0.4,
-        temp: float = 0.07,
-        max_txt_len: int = 35,
-        use_idx_queue: bool = False,
+        tokenizer: Any,
+        *,  # the heads' constructors hold the defaults
+        embed_dim: int,
+        queue_size: int,
+        momentum: float,
+        alpha: float,
+        temp: float,
+        max_txt_len: int,
+        use_idx_queue: bool,
     ) -> None:
         super().__init__(tokenizer)
         if queue_size < 0:

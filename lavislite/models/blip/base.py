@@ -151,3 +151,12 @@ class BlipBase(BaseModel):
     @staticmethod
     def tokenizer_source(cfg: Any, tokenizer: Any = None) -> Any:
         return tokenizer if tokenizer is not None else cfg.get("tokenizer", "bert-base-uncased")
+
+    @classmethod
+    def config_kwargs(cls, cfg: Any, tokenizer: Any = None) -> dict[str, Any]:
+        """The constructor arguments of ``from_config``: the backbone, then every config key that names
+        another constructor parameter; the rest keep the signature's defaults."""
+        from lavislite.common.config import constructor_kwargs
+
+        kwargs = cls.backbone_kwargs(cfg, tokenizer)
+        return {**kwargs, **constructor_kwargs(cfg, cls, exclude=kwargs)}

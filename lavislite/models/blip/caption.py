@@ -59,12 +59,7 @@ class BlipCaption(BlipBase):
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any = None) -> "BlipCaption":
-        return cls.build_and_load(cfg, lambda: cls(
-            **cls.backbone_kwargs(cfg, tokenizer),
-            prompt=cfg.get("prompt", "a picture of "),
-            max_txt_len=int(cfg.get("max_txt_len", 40)),
-            label_smoothing=float(cfg.get("label_smoothing", 0.1)),
-        ))
+        return cls.build_and_load(cfg, lambda: cls(**cls.config_kwargs(cfg, tokenizer)))
 
     # -- prompt ------------------------------------------------------------------------------
     @property

@@ -57,13 +57,7 @@ class BlipFeatureExtractor(BlipBase):
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any = None) -> "BlipFeatureExtractor":
-        max_len = cfg.get("max_txt_len")
-        return cls.build_and_load(cfg, lambda: cls(
-            **cls.backbone_kwargs(cfg, tokenizer),
-            embed_dim=int(cfg.get("embed_dim", 256)),
-            max_txt_len=None if max_len is None else int(max_len),
-            temp=float(cfg.get("temp", 0.07)),
-        ))
+        return cls.build_and_load(cfg, lambda: cls(**cls.config_kwargs(cfg, tokenizer)))
 
     def _image(self, samples: dict, mode: str) -> Tensor:
         image = samples.get("image")

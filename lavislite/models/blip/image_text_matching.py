@@ -62,12 +62,7 @@ class BlipITM(BlipRetrievalMethods, BlipBase):
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any = None) -> "BlipITM":
-        return cls.build_and_load(cfg, lambda: cls(
-            **cls.backbone_kwargs(cfg, tokenizer),
-            embed_dim=int(cfg.get("embed_dim", 256)),
-            max_txt_len=int(cfg.get("max_txt_len", 35)),
-            itm_first_token=str(cfg.get("itm_first_token", "enc")),
-        ))
+        return cls.build_and_load(cfg, lambda: cls(**cls.config_kwargs(cfg, tokenizer)))
 
     def _inputs(self, samples: dict) -> tuple[Tensor, list[str]]:
         image, texts = samples.get("image"), samples.get("text_input")

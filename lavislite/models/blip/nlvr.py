@@ -49,10 +49,7 @@ class BlipNLVR(BlipBase):
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any = None) -> "BlipNLVR":
-        return cls.build_and_load(cfg, lambda: cls(
-            **cls.backbone_kwargs(cfg, tokenizer),
-            num_classes=int(cfg.get("num_classes", 2)),
-        ))
+        return cls.build_and_load(cfg, lambda: cls(**cls.config_kwargs(cfg, tokenizer)))
 
     def adapt_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         """Initialise the twin cross-attention from single cross-attention weights (pretrain checkpoints).

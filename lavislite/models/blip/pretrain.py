@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lavislite.common.config import constructor_kwargs
 from lavislite.common.errors import ConfigError
 from lavislite.common.registry import registry
 from lavislite.models.blip._momentum import MomentumContrastiveBase, alpha_schedule, copy_params
@@ -124,20 +125,10 @@ class BlipPretrain(MomentumContrastiveBase):
 
         def build() -> "BlipPretrain":
             vit, width = cls.build_vision_encoder(cfg)
-            model = cls(
-                visual_encoder=vit,
-                vision_width=width,
-                med_config=cls.build_med_config(cfg, tokenizer=cls.tokenizer_source(cfg, tokenizer), **med_extra),
-                tokenizer=cls.tokenizer_source(cfg, tokenizer),
-                embed_dim=int(cfg.get("embed_dim", 256)),
-                queue_size=int(cfg.get("queue_size", 57600)),
-                momentum=float(cfg.get("momentum", 0.995)),
-                alpha=float(cfg.get("alpha", 0.4)),
-                temp=float(cfg.get("temp", 0.07)),
-                max_txt_len=int(cfg.get("max_txt_len", 30)),
-                label_smoothing=float(cfg.get("label_smoothing", 0.1)),
-                tie_text_weights=bool(cfg.get("tie_text_weights", True)),
-            )
+            source = cls.tokenizer_source(cfg, tokenizer)
+            backbone = {"visual_encoder": vit, "vision_width": width, "tokenizer": source,
+                        "med_config": cls.build_med_config(cfg, tokenizer=source, **med_extra)}
+            model = cls(**backbone, **constructor_kwargs(cfg, cls, exclude=backbone))
             if init_from:
                 model.init_from(vit=init_from.get("vit"), bert=init_from.get("bert"))
             return model

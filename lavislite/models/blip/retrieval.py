@@ -71,16 +71,7 @@ class BlipRetrieval(MomentumContrastiveBase):
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any = None) -> "BlipRetrieval":
-        return cls.build_and_load(cfg, lambda: cls(
-            **cls.backbone_kwargs(cfg, tokenizer),
-            embed_dim=int(cfg.get("embed_dim", 256)),
-            queue_size=int(cfg.get("queue_size", 57600)),
-            momentum=float(cfg.get("momentum", 0.995)),
-            alpha=float(cfg.get("alpha", 0.4)),
-            temp=float(cfg.get("temp", 0.07)),
-            negative_all_rank=bool(cfg.get("negative_all_rank", False)),
-            max_txt_len=int(cfg.get("max_txt_len", 35)),
-        ))
+        return cls.build_and_load(cfg, lambda: cls(**cls.config_kwargs(cfg, tokenizer)))
 
     def forward(self, samples: dict) -> BlipOutput:
         """``samples``: ``image`` (B,3,H,W), ``text_input`` (B captions), ``image_id`` (B ints; same id = same

@@ -72,11 +72,7 @@ class BlipVQA(BlipBase):
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any = None) -> "BlipVQA":
-        return cls.build_and_load(cfg, lambda: cls(
-            **cls.backbone_kwargs(cfg, tokenizer),
-            max_question_length=int(cfg.get("max_question_length", 35)),
-            label_smoothing=float(cfg.get("label_smoothing", 0.1)),
-        ))
+        return cls.build_and_load(cfg, lambda: cls(**cls.config_kwargs(cfg, tokenizer)))
 
     # -- encoders ----------------------------------------------------------------------------
     def visual_tokens(self, image: Tensor) -> Tensor:
