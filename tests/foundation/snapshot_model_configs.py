@@ -1,7 +1,7 @@
 """Write (or check) the snapshot of every built-in model type's fully resolved config.
 
-``tests/foundation/data/resolved_model_configs.json`` holds, for every model registered by lavislite
-itself and every one of its model types, the ``model`` and ``preprocess`` sections that
+``tests/foundation/data/resolved_model_configs.json`` holds, for every BLIP model type of lavislite
+(the yamls under ``lavislite/configs/models/blip/``), the ``model`` and ``preprocess`` sections that
 :func:`lavislite.common.config.model_type_config` returns (no overrides), as plain containers.
 ``test_config_inheritance.py`` compares every model type against it, so a change to how yamls are
 written (``_base_`` inheritance) cannot change what any model type resolves to.
@@ -21,10 +21,11 @@ import sys
 from pathlib import Path
 
 SNAPSHOT = Path(__file__).resolve().parent / "data" / "resolved_model_configs.json"
+FAMILY_DIR = "models/blip/"  # the yamls this snapshot guards (relative to lavislite/configs)
 
 
 def resolved_model_configs() -> dict[str, dict[str, dict]]:
-    """``{name: {model_type: {"model": ..., "preprocess": ...}}}`` for every built-in model type."""
+    """``{name: {model_type: {"model": ..., "preprocess": ...}}}`` for every built-in BLIP model type."""
     from omegaconf import OmegaConf
 
     from lavislite.api import model_zoo
@@ -33,6 +34,8 @@ def resolved_model_configs() -> dict[str, dict[str, dict]]:
 
     out: dict[str, dict[str, dict]] = {}
     for entry in model_zoo.entries(builtin_only=True):
+        if not entry.config.startswith(FAMILY_DIR):
+            continue
         cfg = model_type_config(registry.get_model_class(entry.name), entry.model_type, {})
         out.setdefault(entry.name, {})[entry.model_type] = {
             section: OmegaConf.to_container(cfg.get(section), resolve=False) for section in ("model", "preprocess")

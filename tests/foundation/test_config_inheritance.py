@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from lavislite.common.config import load_yaml, model_type_config
 from lavislite.common.errors import ConfigError
 from lavislite.common.registry import registry
-from tests.foundation.snapshot_model_configs import SNAPSHOT, canonical, resolved_model_configs
+from tests.foundation.snapshot_model_configs import FAMILY_DIR, SNAPSHOT, canonical, resolved_model_configs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def test_resolved_config_equals_snapshot(name, model_type):
 def test_snapshot_covers_every_blip_model_type():
     from lavislite.api import model_zoo
 
-    blip = {(e.name, e.model_type) for e in model_zoo.entries(builtin_only=True) if e.config.startswith("models/blip/")}
+    blip = {(e.name, e.model_type) for e in model_zoo.entries(builtin_only=True) if e.config.startswith(FAMILY_DIR)}
     stored = {(n, t) for n, types in STORED.items() for t in types}
     assert blip - stored == set(), "new BLIP model types: add them with `python tests/foundation/snapshot_model_configs.py`"
 
@@ -116,6 +116,8 @@ def _head_bases() -> dict[str, Path]:
 
     out: dict[str, set[Path]] = {}
     for e in model_zoo.entries(builtin_only=True):
+        if not e.config.startswith(FAMILY_DIR):
+            continue
         path = CONFIG_ROOT / e.config
         base = yaml.safe_load(path.read_text())["_base_"]
         out.setdefault(e.name, set()).add((path.parent / (base[0] if isinstance(base, list) else base)).resolve())
