@@ -8,6 +8,7 @@ is adding a file. Keep module tops light: import torch and models inside the com
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import pkgutil
@@ -44,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     except LavisliteError as exc:
         # Our errors already say what is wrong and how to fix it: no traceback for users.
         print(f"lavislite {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"lavislite {args.command}: error: no space left on device{where}; free some space (or point the output "
+              "elsewhere) and run the command again", file=sys.stderr)
         return 2
 
 

@@ -149,19 +149,29 @@ def _read_file(path: Path) -> StateDict:
     return sd
 
 
+def is_unsafe_pickle_error(exc: BaseException) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused the file for holding non-tensor objects."""
+    return isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower()
+
+
+def refusal_message(path: Path) -> str:
+    """lavislite's message for a pickle that needs more than tensors (torch's own suggests weights_only=False)."""
+    return (
+        f"Refused to load {path}: it contains non-tensor objects that only a full unpickle could build, and "
+        "lavislite never unpickles arbitrary code (torch.load weights_only=True). If you trust the file, re-save "
+        "its tensors only, e.g. torch.save({'model': sd}, 'clean.pth') where sd holds only tensors, or convert it "
+        "to .safetensors."
+    )
+
+
 def _torch_load(path: Path) -> Any:
     try:
         # mmap avoids a second in-memory copy of the file; only the zip format (torch >= 1.6) supports it
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower():
+        if not is_unsafe_pickle_error(e):
             raise CorruptCheckpointError(f"Could not read {path}: {e}. The file looks truncated or corrupt; download it again.") from e
-        raise CheckpointError(
-            f"Refused to load {path}: it contains non-tensor objects that only a full unpickle could build, and "
-            "lavislite never unpickles arbitrary code (torch.load weights_only=True). If you trust the file, re-save "
-            "its tensors only, e.g. torch.save({'model': sd}, 'clean.pth') where sd holds only tensors, or convert it "
-            "to .safetensors."
-        ) from e
+        raise CheckpointError(refusal_message(path)) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CorruptCheckpointError(f"Could not read {path}: {e}. The file looks truncated or corrupt; download it again.") from e
 

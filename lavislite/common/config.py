@@ -440,6 +440,8 @@ def build_run_config(cfg_path: str | Path, options: Iterable[str] | None = None)
         dtype = _get(cli, f"datasets.{name}.type") or _get(project, f"datasets.{name}.type") or "default"
         ds_defaults = load_yaml(builder_cls.default_config_path(dtype))
         cfg = OmegaConf.merge(cfg, {"datasets": {name: ds_defaults.datasets.get(name, ds_defaults.datasets)}})
+    if not names and ("datasets" in project or "datasets" in cli):
+        cfg = OmegaConf.merge(cfg, {"datasets": {}})  # valid here; the task names what is missing
 
     # Run: the task and runner add their own keys to the schema.
     for kind, key in (("task", "run.task"), ("runner", "run.runner")):

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from lavislite.common.errors import DataError
+from lavislite.common.errors import DataError, OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +113,17 @@ class JsonlWriter:
         if not data:
             return
         view = memoryview(data)
-        while view:  # os.write may write less than asked (signals, quotas); finish the batch
-            n = os.write(self._fd, view)
-            view = view[n:]
-        if self.fsync:
-            os.fsync(self._fd)
+        try:
+            while view:  # os.write may write less than asked (signals, quotas); finish the batch
+                n = os.write(self._fd, view)
+                view = view[n:]
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {self.path}: {exc.strerror or exc}. The records written before are kept (a cut last line "
+                "is dropped when the file is reopened): free some space and run the same command again to resume"
+            ) from exc
         self.written += data.count(b"\n")
 
     def close(self) -> None:

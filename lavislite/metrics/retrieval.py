@@ -7,11 +7,15 @@
 * R@K = 100 · fraction of queries with rank < K; ``*_r_mean`` = mean of R@1/5/10; ``r_mean`` = mean of the
   two; median and mean rank are of ``rank + 1`` (BLIP's video ``vid_mdR = median(ranks + 1)``).
 
-Ties. BLIP ranks with ``np.argsort(score)[::-1]``, whose order among equal scores is unspecified (and
-differs between numpy's sort kernels). Here ties are explicit: ``"pessimistic"`` (default) puts every
-non-ground-truth candidate with the same score ahead of the ground truth, so a model that scores all
-candidates equally gets R@1 = 0, never 100; ``"optimistic"`` puts them behind. Ties only arise in
-practice in BLIP's −100 fill outside the re-ranked top-k, which is beyond R@10 (k_test is 128/256).
+Ties (``ties=``; ``run.tie_rule`` in the retrieval tasks). Ties arise in BLIP's −100 fill outside the
+re-ranked top k: beyond R@10 at BLIP's k_test (128/256), but not at a small k.
+
+* ``"blip"``: BLIP's own ``np.argsort(score)[::-1]``, its sort made stable so the order is defined
+  (numpy's default sort orders equal scores differently across versions and CPUs): among equal scores
+  the candidate with the higher index comes first. The papers' numbers came from BLIP's rule.
+* ``"pessimistic"`` (default): every other candidate with the same score is ahead of the ground truth,
+  so a model that scores all candidates equally gets R@1 = 0, never 100.
+* ``"optimistic"``: they are all behind it.
 
 Ranks come from counting, per query, the candidates scoring at least the best ground truth, in row
 chunks of bounded memory: O(queries × candidates) with no per-query Python loop and no sort.
@@ -29,7 +33,8 @@ from lavislite.common.errors import DataError
 __all__ = ["i2t_t2i_recall", "video_text_recall", "retrieval_ranks"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
-Ties = Literal["pessimistic", "optimistic"]
+Ties = Literal["pessimistic", "optimistic", "blip"]
+TIE_RULES = ("pessimistic", "optimistic", "blip")
 _CHUNK_ELEMENTS = 1 << 22  # ~4M comparisons per block: a few MB of booleans
 
 
@@ -79,8 +84,8 @@ def retrieval_ranks(scores: ArrayLike, gt: Sequence, *, ties: Ties = "pessimisti
 
     ``gt[q]`` is one candidate index or a list of them.
     """
-    if ties not in ("pessimistic", "optimistic"):
-        raise DataError(f"ties must be 'pessimistic' or 'optimistic', got {ties!r}")
+    if ties not in TIE_RULES:
+        raise DataError(f"tie rule (ties=, run.tie_rule) {ties!r}: use one of {', '.join(TIE_RULES)}")
     arr = _to_numpy(scores, "scores")
     n_q, n_c = arr.shape
     if n_q == 0:
@@ -96,10 +101,28 @@ def retrieval_ranks(scores: ArrayLike, gt: Sequence, *, ties: Ties = "pessimisti
         thresh = best[start:stop, None]
         block = arr[start:stop]
         ranks[start:stop] = (block >= thresh).sum(1) if ties == "pessimistic" else (block > thresh).sum(1)
-    if ties == "pessimistic":
+    if ties == "blip":
+        ranks = _blip_ranks(arr, rows, flat, offsets)
+    elif ties == "pessimistic":
         # The count above includes the ground truths that reach the best score (always >= 1); they are not ahead.
         ranks -= np.add.reduceat((gt_scores >= best[rows]).astype(np.int64), offsets[:-1])
     return ranks
+
+
+def _blip_ranks(arr: np.ndarray, rows: np.ndarray, flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Position of each ground truth in ``argsort(row, kind="stable")[::-1]`` (higher scores first, then
+    higher indices among equal scores), the best of a query's ground truths."""
+    n_c = arr.shape[1]
+    cols = np.arange(n_c)
+    per_gt = np.empty(len(flat), dtype=np.int64)
+    step = max(1, _CHUNK_ELEMENTS // max(n_c, 1))
+    for start in range(0, len(flat), step):
+        stop = min(start + step, len(flat))
+        block = arr[rows[start:stop]]
+        s = arr[rows[start:stop], flat[start:stop]][:, None]
+        later = cols[None, :] > flat[start:stop, None]
+        per_gt[start:stop] = (block > s).sum(1) + ((block == s) & later).sum(1)
+    return np.minimum.reduceat(per_gt, offsets[:-1])
 
 
 def _summary(ranks: np.ndarray, prefix: str) -> dict[str, float]:
@@ -124,7 +147,7 @@ def i2t_t2i_recall(
     Keys (percentages except ranks): ``txt_r1/5/10``, ``txt_r_mean`` (image -> text),
     ``img_r1/5/10``, ``img_r_mean`` (text -> image), ``r_mean``, and ``txt_medr``, ``img_medr``,
     ``txt_meanr``, ``img_meanr`` (median / mean of rank + 1). ``visual_prefix`` renames ``img``
-    (e.g. ``"vid"``).
+    (e.g. ``"vid"``). ``ties``: ``pessimistic``, ``optimistic`` or ``blip`` (see the module docstring).
     """
     i2t = _to_numpy(scores_i2t, "scores_i2t")
     t2i = _to_numpy(scores_t2i, "scores_t2i")

@@ -244,7 +244,8 @@ def _reread_short(reader, frames, actual, start_time, end_time, rng, path) -> np
     """The header over-counted frames: resample against the real length and read again."""
     if actual <= 0:
         raise DataError(f"video {path} has no decodable frames")
-    logger.debug("%s: header says %d frames, stream holds %d; resampling", path, reader.vlen, actual)
+    logger.warning("video %s: frames %d-%d of the %d its header announces cannot be decoded; sampling over the "
+                   "%d readable frames 0-%d instead", path, actual, reader.vlen - 1, reader.vlen, actual, actual - 1)
     reader.vlen = actual
     window = _window(actual, reader.fps, start_time, end_time, path)
     idx = _indices(frames, actual, window, rng, path)

@@ -135,6 +135,10 @@ def read(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        from lavislite.common.checkpoint import is_unsafe_pickle_error, refusal_message
+
+        if is_unsafe_pickle_error(exc):
+            raise CheckpointError(refusal_message(path)) from exc
         raise CheckpointError(f"cannot read {path}: {exc}. The file is corrupt or not a lavislite checkpoint.") from exc
 
 

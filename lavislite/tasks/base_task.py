@@ -71,7 +71,8 @@ class BaseTask:
         """
         sections = cfg.get("datasets") or {}
         if not sections:
-            raise ConfigError("the run config has no datasets: section; name at least one registered dataset builder")
+            raise ConfigError("the run config's datasets: section is empty or missing; name at least one registered dataset "
+                              "builder, e.g. datasets: {coco_caption: {}}")
         skip = bool(cfg.run.get("skip_bad_samples", False)) if "run" in cfg else False
         cache_dir = get_cache_dir(cfg)
         out: dict[str, dict[str, Any]] = {}

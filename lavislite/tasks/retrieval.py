@@ -222,6 +222,7 @@ class RetrievalTask(TrainProgressMixin, BaseTask):
         "max_text_length": 35,
         "video_features_on_cpu": False,  # keep visual tokens in host memory (moved to the device per ITM call)
         "save_scores": False,  # also write <split>_scores.npz (both dense score matrices)
+        "tie_rule": "pessimistic",  # equal scores in R@K: pessimistic | optimistic | blip (lavislite.metrics.retrieval)
     }
     select_metric = "r_mean"
     result_id_key = "instance_id"
@@ -326,7 +327,7 @@ class RetrievalTask(TrainProgressMixin, BaseTask):
         info = self._splits[split]
         to_text, from_text = vis.directions
         recall = video_text_recall if vis.key == "video" else i2t_t2i_recall
-        metrics = recall(mats[to_text], mats[from_text], info["to_text"], info["from_text"])
+        metrics = recall(mats[to_text], mats[from_text], info["to_text"], info["from_text"], ties=str(self.run_key("tie_rule")))
         metrics["agg_metrics"] = metrics["r_mean"]
         skipped = info["n_items"] - info["n_kept_items"]
         if vis.count_always or skipped:

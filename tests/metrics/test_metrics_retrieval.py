@@ -135,3 +135,50 @@ def test_large_matrix_is_fast():
     ranks = retrieval_ranks(s, [list(range(5 * i, 5 * i + 5)) for i in range(1000)])
     assert time.perf_counter() - start < 2.0
     assert ranks.shape == (1000,) and ranks.min() >= 0 and ranks.max() <= 4995
+
+
+# -- BLIP's tie rule -----------------------------------------------------------------------------------
+def _blip_rank(row, gts):
+    """BLIP's rule written out: position in ``argsort(score)[::-1]``, the sort made stable."""
+    order = np.argsort(row, kind="stable")[::-1]
+    return min(int(np.where(order == g)[0][0]) for g in gts)
+
+
+def test_blip_tie_rule_matches_reversed_stable_argsort():
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 4, (40, 30)).astype(np.float32)  # many ties
+    gt = [list(rng.choice(30, size=1 + q % 3, replace=False)) for q in range(40)]
+    assert retrieval_ranks(s, gt, ties="blip").tolist() == [_blip_rank(r, g) for r, g in zip(s, gt)]
+
+
+def test_tie_rules_differ_at_small_k():
+    """2 images x 12 texts, ITM re-ranking kept k=3. Image 0's true text (11) fell outside its top 3 into
+    BLIP's -100 fill: BLIP's rule puts the highest index first among the 9 tied texts (rank 3, inside R@5),
+    the pessimistic rule behind all of them (rank 11, outside R@10)."""
+    i2t = np.full((2, 12), -100.0)
+    i2t[0, [1, 2, 3]] = [3.0, 2.0, 1.0]
+    i2t[1, [0, 4, 5]] = [3.0, 2.0, 1.0]
+    img2txt = [[11], [0]]
+    txt2img = [1 if t in (0, 4, 5) else 0 for t in range(12)]
+    t2i = np.array([[0.0, 1.0] if g else [1.0, 0.0] for g in txt2img])
+    assert retrieval_ranks(i2t, img2txt, ties="blip").tolist() == [3, 0] == [_blip_rank(r, g) for r, g in zip(i2t, img2txt)]
+    assert retrieval_ranks(i2t, img2txt).tolist() == [11, 0]
+    blip = i2t_t2i_recall(i2t, t2i, img2txt, txt2img, ties="blip")
+    pess = i2t_t2i_recall(i2t, t2i, img2txt, txt2img, ties="pessimistic")
+    assert (blip["txt_r1"], blip["txt_r5"], blip["txt_r10"]) == (50.0, 100.0, 100.0)
+    assert (pess["txt_r1"], pess["txt_r5"], pess["txt_r10"]) == (50.0, 50.0, 50.0)
+
+
+def test_blip_retrieval_projects_use_blips_tie_rule():
+    from pathlib import Path
+
+    from lavislite.common.config import build_run_config
+
+    projects = Path(__file__).resolve().parents[2] / "projects" / "blip"
+    found = 0
+    for path in sorted(projects.rglob("*.yaml")):
+        cfg = build_run_config(path, [])
+        if cfg.run.task in ("retrieval", "video_retrieval"):
+            assert cfg.run.tie_rule == "blip", path
+            found += 1
+    assert found == 6
