@@ -16,6 +16,7 @@ __all__ = [
     "load_model_and_preprocess",
     "export_model",
     "model_zoo",
+    "evaluate",
 ]
 
 
@@ -25,4 +26,8 @@ def __getattr__(name: str):
         from lavislite import api
 
         return getattr(api, name)
+    if name == "evaluate":
+        from lavislite.runners.evaluation import evaluate
+
+        return evaluate
     raise AttributeError(f"module 'lavislite' has no attribute {name!r}")

@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. run.max_epoch=3 run.init_lr=1e-5")
     p.add_argument("--resume", default=None, metavar="PATH|auto", help="continue from a checkpoint_latest.pth, or auto: the newest of this run name")
     p.add_argument("--evaluate", action="store_true", help="evaluate only (run.evaluate=true)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or progress lines")
     return p
 
 
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lavislite.common.errors import LavisliteError
 
     args = add_arguments(argparse.ArgumentParser(prog="python -m lavislite.train", description=__doc__)).parse_args(argv)
+    from lavislite.common.logging import configure_progress
+
+    configure_progress(quiet=args.quiet)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from lavislite.common.logging import configure_progress
+
+    configure_progress(quiet=bool(getattr(args, "quiet", False)))  # per call: main() may run many times in one process
     try:
         return int(args.func(args) or 0)
     except LavisliteError as exc:

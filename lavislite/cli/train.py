@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--cfg-path", required=True, help="project yaml (model:, datasets:, run:)")
     e.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     e.add_argument("--resume", default=None, metavar="PATH|auto", help="evaluate the weights of this checkpoint")
+    e.add_argument("--quiet", "-q", action="store_true", help="no progress bars or progress lines")
     e.set_defaults(func=_evaluate, evaluate=True)
 
 

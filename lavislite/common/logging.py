@@ -6,6 +6,8 @@ import json
 import logging
 import math
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
@@ -87,10 +89,74 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, enabled: bool = True) -> Iterator[T]:
-    """A tqdm bar on rank 0 (``enabled``), the bare iterable elsewhere or when stderr is not a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        return iter(iterable)
-    from tqdm.auto import tqdm
+# -- progress ---------------------------------------------------------------------------------------
+PROGRESS_LOGGER = "lavislite.progress"
 
-    return iter(tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, leave=False))
+
+@dataclass
+class _ProgressSettings:
+    quiet: bool = False
+    every_s: float = 15.0  # a progress line this often when stderr is not a terminal
+    last_line: float = float("-inf")  # shared by every bar, so short loops in a row still report
+
+
+_settings = _ProgressSettings()
+
+
+def configure_progress(*, quiet: bool | None = None, every_s: float | None = None) -> None:
+    """``quiet``: no bars and no progress lines anywhere (``--quiet``); ``every_s``: the interval of the
+    progress lines logged (logger ``lavislite.progress``, INFO) when stderr is not a terminal."""
+    if quiet is not None:
+        _settings.quiet = bool(quiet)
+    if every_s is not None:
+        _settings.every_s = float(every_s)
+
+
+def progress_quiet() -> bool:
+    return _settings.quiet
+
+
+def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, enabled: bool = True) -> Iterator[T]:
+    """Progress over ``iterable``: a tqdm bar (rate, ETA) on a terminal; elsewhere a log line at most every
+    ``every_s`` seconds (see :func:`configure_progress`); nothing when quiet or not ``enabled`` (rank > 0)."""
+    if not enabled or _settings.quiet:
+        return iter(iterable)
+    if total is None:
+        try:
+            total = len(iterable)  # type: ignore[arg-type]
+        except TypeError:  # a generator, or a DataLoader over an iterable dataset
+            total = None
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        return iter(tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, leave=False))
+    return _progress_lines(iterable, desc, total)
+
+
+def _progress_lines(iterable: Iterable[T], desc: str, total: int | None) -> Iterator[T]:
+    start = time.monotonic()
+    for n, item in enumerate(iterable, start=1):
+        yield item
+        progress_tick(desc, n, total, time.monotonic() - start)
+
+
+def progress_tick(desc: str, n: int, total: int | None, elapsed: float) -> None:
+    """Log a progress line (logger ``lavislite.progress``) if none was logged in the last ``every_s`` s."""
+    now = time.monotonic()
+    if now - _settings.last_line >= _settings.every_s:
+        _settings.last_line = now
+        logging.getLogger(PROGRESS_LOGGER).info("%s", progress_line(desc, n, total, elapsed))
+
+
+def progress_line(desc: str, n: int, total: int | None, elapsed: float) -> str:
+    """``desc: 12/40 (30%) 2.10 it/s, 0:06 elapsed, ETA 0:13`` (no total: count, rate and time only)."""
+    rate = n / elapsed if elapsed > 0 else 0.0
+    head = f"{desc}: {n}/{total} ({100 * n / total:.0f}%)" if total else f"{desc}: {n}"
+    tail = f", ETA {_clock((total - n) / rate)}" if total and rate > 0 else ""
+    return f"{head} {rate:.2f} it/s, {_clock(elapsed)} elapsed{tail}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"

@@ -214,8 +214,9 @@ def run_demo(
     total = len(selected) + 2
     t_start = time.perf_counter()
 
-    with _quiet_console(out / "demo_log.txt"):
+    with _quiet_console(out / "demo_log.txt"), _progress_to(say):
         say(f"lavislite demo{' --quick' if quick else ''}: run directory {result.out_dir} ({threads} thread(s))")
+        say(f"      preparing the {'quick' if quick else 'full'} shapes world ...")
         t0 = time.perf_counter()
         world = generate_world(world_dir, seed=seed, **(QUICK_WORLD if quick else {}))
         result.seconds["world"] = time.perf_counter() - t0
@@ -410,8 +411,38 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 # -- console ---------------------------------------------------------------------------------------
+PROGRESS_EVERY_S = 10.0  # the demo's progress lines when stderr is not a terminal (a terminal gets tqdm bars)
+
+
 def _print(msg: str) -> None:
     print(msg, flush=True)
+
+
+class _Echo(logging.Handler):
+    """Hands progress lines (``lavislite.progress``) to the demo's own output, under the stage line."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.say = say
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.say(f"      {record.getMessage()}")
+
+
+@contextmanager
+def _progress_to(say: Callable[[str], None]) -> Iterator[None]:
+    """Progress lines every ``PROGRESS_EVERY_S`` seconds through ``say`` (unless ``--quiet``)."""
+    from lavislite.common.logging import PROGRESS_LOGGER, _settings, configure_progress
+
+    log = logging.getLogger(PROGRESS_LOGGER)
+    handler, old_every = _Echo(say), _settings.every_s
+    configure_progress(every_s=PROGRESS_EVERY_S)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        configure_progress(every_s=old_every)
 
 
 class _ExpectedWarnings(logging.Filter):

@@ -11,12 +11,12 @@ from typing import Any, Callable, Sequence
 from torch.utils.data import DataLoader, Dataset
 
 from lavislite.common.errors import DataError
+from lavislite.common.logging import progress_quiet, progress_tick
 from lavislite.inference.data import collate
 
 logger = logging.getLogger(__name__)
 
 BatchFn = Callable[[dict[str, Any]], Sequence[dict[str, Any]]]
-LOG_EVERY_S = 30.0  # a progress line this often when there is no terminal for a bar
 
 
 @dataclass
@@ -56,7 +56,8 @@ def run_batches(
     logged, counted in ``RunStats.skipped`` and left out."""
     stats = RunStats()
     loader = make_loader(dataset, batch_size, num_workers)
-    start = last_log = time.monotonic()
+    start = time.monotonic()
+    show_progress = show_progress and not progress_quiet()
     bar = None
     if show_progress and sys.stderr.isatty():
         from tqdm.auto import tqdm
@@ -74,10 +75,8 @@ def run_batches(
                 stats.processed += len(batch["id"])
             if bar is not None:
                 bar.update(len(batch["id"]) + len(batch["bad"]))
-            elif show_progress and time.monotonic() - last_log > LOG_EVERY_S:
-                last_log = time.monotonic()
-                logger.info("%s: %d%s done (%.1f/s)", desc, stats.processed, f"/{total}" if total else "",
-                            stats.processed / (last_log - start))
+            elif show_progress:
+                progress_tick(desc, stats.processed + len(stats.skipped), total, time.monotonic() - start)
     finally:
         if bar is not None:
             bar.close()

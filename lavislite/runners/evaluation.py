@@ -54,3 +54,119 @@ def write_split_metrics(run_dir: Path | None, split: str, epoch: Any, metrics: d
 
 def _fmt(metrics: dict[str, Any]) -> str:
     return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items()))
+
+
+# -- one call from Python ---------------------------------------------------------------------------
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    task: Any = None,
+    *,
+    split: str = "test",
+    data_options: dict | None = None,
+    vis_processor: Any = None,
+    text_processor: Any = None,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    output_dir: str | Path | None = None,
+    scores: bool = False,
+    **run_keys: Any,
+) -> dict[str, float] | tuple[dict[str, float], dict[str, Any]]:
+    """Evaluate ``model`` on one split in one call; the metrics a project run reports for that split.
+
+    ``data``: a Dataset (the split itself), a dataset builder (instance, or registered name with
+    ``data_options`` merged onto its default config), the ``{split: Dataset}`` a builder returns, or a
+    project yaml / run config whose ``datasets:`` (and ``run.task`` when ``task`` is None) are used.
+    ``task``: a registered task name (``"retrieval"``, ``"captioning"``, ``"vqa"``, ...) or a task object.
+    ``vis_processor`` / ``text_processor``: replace a builder's eval processors (e.g. the model's own,
+    from ``load_model_and_preprocess``). ``run_keys``: the task's run keys (``k_test=16``, ``num_beams=3``).
+    ``scores=True`` also returns the task's score matrices of the split (retrieval: ``i2t``, ``t2i``;
+    video retrieval: ``v2t``, ``t2v``). ``output_dir``: where the task writes its predictions files.
+    """
+    from omegaconf import OmegaConf
+
+    from lavislite.runners.data import build_loader
+
+    cfg, run = _run_config(data, task, run_keys, batch_size, num_workers)
+    task_obj = _task(task, cfg)
+    dataset = _split_of(data, cfg, task_obj, split, data_options, vis_processor, text_processor)
+    loader = build_loader(dataset, OmegaConf.create(dict(run)), train=False, rank=dist.get_rank(), world_size=dist.get_world_size())
+    out = Path(output_dir) if output_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_split(task_obj, model, loader, split, out, "evaluate")
+    if not scores:
+        return metrics
+    matrices = getattr(task_obj, "scores", {}).get(split)
+    if matrices is None:
+        raise ConfigError(f"task {type(task_obj).__name__} keeps no score matrices; scores=True needs a ranking task (retrieval, video_retrieval)")
+    return metrics, matrices
+
+
+def _run_config(data: Any, task: Any, run_keys: dict, batch_size: int, num_workers: int) -> tuple[Any, dict]:
+    """The run config: a project's (``data`` a yaml or config), else the defaults; ``run_keys`` on top."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from lavislite.common.config import DEFAULT_CONFIG, build_run_config, load_yaml
+
+    if isinstance(data, (str, Path)) and Path(data).suffix in (".yaml", ".yml"):
+        cfg = build_run_config(data, [])
+    elif isinstance(data, (dict, DictConfig)) and "datasets" in data:
+        cfg = OmegaConf.create(data)
+        cfg = OmegaConf.merge(load_yaml(DEFAULT_CONFIG), cfg)
+    else:
+        cfg = load_yaml(DEFAULT_CONFIG)
+    name = task if isinstance(task, str) else cfg.run.get("task")
+    if isinstance(name, str):
+        from lavislite.common.registry import registry
+
+        defaults = getattr(registry.get_task_class(name), "RUN_DEFAULTS", {}) or {}
+        cfg = OmegaConf.merge(cfg, {"run": {**{k: v for k, v in defaults.items() if k not in cfg.run}, "task": name}})
+    unknown = sorted(k for k in run_keys if k not in cfg.run)
+    if unknown:
+        raise ConfigError(f"evaluate(): unknown run key(s) {unknown} for task {name!r}; valid: {', '.join(sorted(map(str, cfg.run)))}")
+    cfg = OmegaConf.merge(cfg, {"run": {**run_keys, "batch_size_eval": int(batch_size), "num_workers": int(num_workers)}})
+    return cfg, OmegaConf.to_container(cfg.run, resolve=True)
+
+
+def _task(task: Any, cfg: Any) -> Any:
+    from lavislite.common.registry import registry
+
+    if task is not None and not isinstance(task, str):
+        return task
+    if not cfg.run.get("task"):
+        raise ConfigError("evaluate(): say which task scores the model, e.g. task='retrieval' (or give a project yaml with run.task)")
+    return registry.get_task_class(cfg.run.task).setup_task(cfg)
+
+
+def _split_of(data: Any, cfg: Any, task: Any, split: str, data_options: dict | None, vis: Any, text: Any) -> Any:
+    """The Dataset of ``split`` from whatever ``data`` is (see :func:`evaluate`)."""
+    from omegaconf import DictConfig, OmegaConf
+    from torch.utils.data import Dataset
+
+    from lavislite.common.registry import registry
+    from lavislite.runners.data import merge_split
+
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, (str, Path)) and Path(data).suffix in (".yaml", ".yml") or isinstance(data, (dict, DictConfig)) and "datasets" in data:
+        if vis is not None or text is not None:
+            raise ConfigError("evaluate(): vis_processor/text_processor replace a builder's processors; with a project config set them in its datasets: section")
+        found = merge_split(task.build_datasets(cfg), split, train=False)
+    else:
+        if isinstance(data, str):
+            builder_cls = registry.get_builder_class(data)
+            data = builder_cls(OmegaConf.merge(builder_cls.default_config(), data_options or {}))
+        elif data_options:
+            raise ConfigError("evaluate(): data_options go with a builder name, e.g. evaluate(model, 'coco_retrieval', data_options={...})")
+        if hasattr(data, "build_split"):  # only the split asked for: the others may need downloads
+            data.use_eval_processors(vis, text)
+            if split not in data.splits():
+                raise ConfigError(f"evaluate(): {data.label} has no annotations for split {split!r}; set build_info.annotations.{split}.path")
+            data = {split: data.build_split(split)}
+        if not isinstance(data, dict):
+            raise ConfigError(f"evaluate(): data must be a Dataset, a dataset builder or its name, {{split: Dataset}}, or a project yaml; got {type(data).__name__}")
+        found = data.get(split)
+    if found is None:
+        raise ConfigError(f"evaluate(): no {split!r} split in the data; pass split= one of the configured splits")
+    return found

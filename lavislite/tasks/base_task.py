@@ -37,6 +37,7 @@ class BaseTask:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self.run_cfg = cfg.run if cfg is not None and "run" in cfg else cfg
+        self.scores: dict[str, dict[str, Any]] = {}  # split -> score matrices of its last evaluation (ranking tasks)
 
     @classmethod
     def setup_task(cls, cfg: Any) -> "BaseTask":

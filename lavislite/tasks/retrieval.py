@@ -329,6 +329,7 @@ class RetrievalTask(TrainProgressMixin, BaseTask):
         recall = video_text_recall if vis.key == "video" else i2t_t2i_recall
         metrics = recall(mats[to_text], mats[from_text], info["to_text"], info["from_text"], ties=str(self.run_key("tie_rule")))
         metrics["agg_metrics"] = metrics["r_mean"]
+        self.scores[split] = mats
         skipped = info["n_items"] - info["n_kept_items"]
         if vis.count_always or skipped:
             metrics[f"num_{vis.noun}s"] = info["n_kept_items"]

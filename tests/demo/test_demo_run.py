@@ -4,20 +4,35 @@ fall, retrieval, VQA and zero-shot video retrieval beat chance, and the metrics 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from lavislite.demo.gallery import train_records
-from lavislite.demo.run import STAGES, run_demo
+from lavislite.demo.run import PROGRESS_EVERY_S, STAGES, run_demo
+
+
+class Printed(list):
+    """The demo's printed lines; ``at[i]``: seconds from the start of ``run_demo`` to line ``i``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start = time.monotonic()
+        self.at: list[float] = []
+
+    def __call__(self, line: str) -> None:
+        self.append(line)
+        self.at.append(time.monotonic() - self.start)
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    lines: list[str] = []
-    result = run_demo(root / "out", quick=True, world_dir=root / "world", threads=1, echo=lines.append)  # tiny models: 1 thread is as fast and immune to a busy CI
+    lines = Printed()
+    result = run_demo(root / "out", quick=True, world_dir=root / "world", threads=1, echo=lines)  # tiny models: 1 thread is as fast and immune to a busy CI
     return result, lines
 
 
@@ -33,6 +48,20 @@ def test_every_stage_ran_and_wrote_its_run(quick):
     assert sum(line.startswith("[") for line in lines) == len(STAGES) + 2
     text = "\n".join(lines)
     assert "chance" in text and "text->image R@1" in text and "CIDEr" in text
+
+
+@pytest.mark.skipif(sys.stderr.isatty(), reason="on a terminal the demo shows tqdm bars instead of progress lines")
+def test_progress_within_10_s_and_in_every_stage(quick):
+    result, lines = quick
+    assert lines.at[0] < 10 and lines.at[1] < 10, lines[:2]
+    starts = [i for i, line in enumerate(lines) if line.startswith("[")]
+    for a, b in zip(starts[2:], starts[3:] + [len(lines)]):  # the stages after world and vocabulary
+        stage = lines[a:b]
+        took = lines.at[b - 1] - lines.at[a]
+        rated = [line for line in stage if " it/s, " in line and "elapsed" in line]
+        if took > 2 * PROGRESS_EVERY_S:
+            assert rated, f"{lines[a]} took {took:.0f} s without a progress line: {stage}"
+    assert sum(" it/s, " in line for line in lines) >= len(STAGES)
 
 
 def test_metrics_json(quick):

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture()
 def example_module(tmp_path, monkeypatch):
-    code = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "tasks.md").read_text(), flags=re.S)[0]
+    code = next(b for b in re.findall(r"```python\n(.*?)```", (REPO / "docs" / "tasks.md").read_text(), flags=re.S) if "my_tasks/zero_shot.py" in b)
     pkg = tmp_path / "my_tasks_doc"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")

@@ -74,6 +74,11 @@ class BaseDatasetBuilder:
         self.cache_dir = Path(cache_dir).expanduser()
         self.skip_bad_samples = bool(skip_bad_samples)
         self.datasets: dict[str, Any] = {}
+        self._eval_processors: tuple[Any, Any] = (None, None)
+
+    def use_eval_processors(self, vis: Any = None, text: Any = None) -> None:
+        """Build eval splits with these processors instead of the configured ones (None: keep that one)."""
+        self._eval_processors = (vis, text)
 
     # -- configs -----------------------------------------------------------------------------
     @classmethod
@@ -194,6 +199,10 @@ class BaseDatasetBuilder:
 
     def processors(self, split: str) -> tuple[Any, Any]:
         stage = "train" if self.is_train(split) else "eval"
+        override = getattr(self, "_eval_processors", (None, None))  # subclasses may skip our __init__
+        if stage == "eval" and any(p is not None for p in override):
+            vis, text = override
+            return (vis or self.build_processor("vis_processor", stage)), (text or self.build_processor("text_processor", stage))
         vis = self.build_processor("vis_processor", stage)
         if vis is None:
             raise ConfigError(f"{self.label}.vis_processor.{stage} is not set; the {split!r} split needs it (e.g. {{name: blip_image_{stage}, image_size: 384}})")
