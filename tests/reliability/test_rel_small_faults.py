@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from lavislite.cli import main
 from lavislite.common.config import build_run_config
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -29,7 +28,7 @@ def test_empty_datasets_section_is_accepted(tmp_path):
         setup_task(cfg).build_datasets(cfg)
 
 
-def test_resume_with_pickled_code_gets_lavislites_refusal(tmp_path, capsys):
+def test_resume_with_pickled_code_gets_lavislites_refusal(tmp_path):
     from lavislite.common.errors import CheckpointError
     from lavislite.runners import checkpointing
 
