@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: the usable cores, at most 8)")
     p.add_argument("--world", default=None, metavar="DIR", help="where to write (or reuse) the shapes world (default: the lavislite cache)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG pictures")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or progress lines (the stage lines and the table stay)")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="overrides given to every stage, e.g. run.device=cpu")
     p.set_defaults(func=_demo)
 

@@ -103,13 +103,17 @@ class _ProgressSettings:
 _settings = _ProgressSettings()
 
 
-def configure_progress(*, quiet: bool | None = None, every_s: float | None = None) -> None:
+def configure_progress(*, quiet: bool | None = None, every_s: float | None = None) -> tuple[bool, float]:
     """``quiet``: no bars and no progress lines anywhere (``--quiet``); ``every_s``: the interval of the
-    progress lines logged (logger ``lavislite.progress``, INFO) when stderr is not a terminal."""
+    progress lines logged (logger ``lavislite.progress``, INFO) when stderr is not a terminal.
+
+    Returns the previous ``(quiet, every_s)``, for a caller that restores them."""
+    before = (_settings.quiet, _settings.every_s)
     if quiet is not None:
         _settings.quiet = bool(quiet)
     if every_s is not None:
         _settings.every_s = float(every_s)
+    return before
 
 
 def progress_quiet() -> bool:

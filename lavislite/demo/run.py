@@ -432,11 +432,11 @@ class _Echo(logging.Handler):
 @contextmanager
 def _progress_to(say: Callable[[str], None]) -> Iterator[None]:
     """Progress lines every ``PROGRESS_EVERY_S`` seconds through ``say`` (unless ``--quiet``)."""
-    from lavislite.common.logging import PROGRESS_LOGGER, _settings, configure_progress
+    from lavislite.common.logging import PROGRESS_LOGGER, configure_progress
 
     log = logging.getLogger(PROGRESS_LOGGER)
-    handler, old_every = _Echo(say), _settings.every_s
-    configure_progress(every_s=PROGRESS_EVERY_S)
+    handler = _Echo(say)
+    _, old_every = configure_progress(every_s=PROGRESS_EVERY_S)
     log.addHandler(handler)
     try:
         yield

@@ -67,3 +67,29 @@ def test_worker_error_from_python_keeps_type_and_message(vqa_world):
         list(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=ds.collater))
     assert str(worker.value) == str(direct.value) and "\n" not in str(worker.value)
     assert "DataLoader worker process" in worker.value.worker_traceback
+
+
+@pytest.mark.parametrize("kind", ["DataError", "ConfigError", "CheckpointError", "DownloadError"])
+def test_every_lavislite_error_survives_torchs_worker_reraise(tmp_path, kind):
+    """torch's own re-raise path (ExceptionWrapper), for a 0-frame video read in a worker and the other types."""
+    import sys
+
+    from torch._utils import ExceptionWrapper
+
+    from lavislite.common import errors
+    from lavislite.processors.video_io import read_frames
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    try:
+        if kind == "DataError":
+            read_frames(empty, (4, "uniform"))
+        raise getattr(errors, kind)(f"{tmp_path}/x.json, record 3: field 'image' is bad")
+    except errors.LavisliteError as exc:
+        original = str(exc)
+        wrapper = ExceptionWrapper(sys.exc_info(), where="in DataLoader worker process 1")
+    with pytest.raises(getattr(errors, kind)) as err:
+        wrapper.reraise()
+    assert str(err.value) == original and "\n" not in original
+    if kind == "DataError":
+        assert "empty.mp4" in original
