@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a small world and a short schedule, same model (one to two minutes; for tests)")
     p.add_argument("--out", default=None, metavar="DIR", help="run directory (default: output/demo/<UTC time>)")
     p.add_argument("--seed", type=int, default=0, help="world and training seed (default 0)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: the usable cores, at most 8)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: 1 with --quick, else the usable cores, at most 8)")
     p.add_argument("--world", default=None, metavar="DIR", help="where to write (or reuse) the shapes world (default: the lavislite cache)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG pictures")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or progress lines (the stage lines and the table stay)")

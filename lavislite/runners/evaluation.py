@@ -66,8 +66,8 @@ def evaluate(
     data_options: dict | None = None,
     vis_processor: Any = None,
     text_processor: Any = None,
-    batch_size: int = 16,
-    num_workers: int = 0,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
     output_dir: str | Path | None = None,
     scores: bool = False,
     **run_keys: Any,
@@ -82,6 +82,8 @@ def evaluate(
     from ``load_model_and_preprocess``). ``run_keys``: the task's run keys (``k_test=16``, ``num_beams=3``).
     ``scores=True`` also returns the task's score matrices of the split (retrieval: ``i2t``, ``t2i``;
     video retrieval: ``v2t``, ``t2v``). ``output_dir``: where the task writes its predictions files.
+    ``batch_size`` / ``num_workers``: of the loader (default: the project's, else ``run.batch_size_eval`` and
+    ``run.num_workers`` of the defaults).
     """
     from omegaconf import OmegaConf
 
@@ -103,7 +105,7 @@ def evaluate(
     return metrics, matrices
 
 
-def _run_config(data: Any, task: Any, run_keys: dict, batch_size: int, num_workers: int) -> tuple[Any, dict]:
+def _run_config(data: Any, task: Any, run_keys: dict, batch_size: int | None, num_workers: int | None) -> tuple[Any, dict]:
     """The run config: a project's (``data`` a yaml or config), else the defaults; ``run_keys`` on top."""
     from omegaconf import DictConfig, OmegaConf
 
@@ -125,7 +127,8 @@ def _run_config(data: Any, task: Any, run_keys: dict, batch_size: int, num_worke
     unknown = sorted(k for k in run_keys if k not in cfg.run)
     if unknown:
         raise ConfigError(f"evaluate(): unknown run key(s) {unknown} for task {name!r}; valid: {', '.join(sorted(map(str, cfg.run)))}")
-    cfg = OmegaConf.merge(cfg, {"run": {**run_keys, "batch_size_eval": int(batch_size), "num_workers": int(num_workers)}})
+    loader = {k: int(v) for k, v in (("batch_size_eval", batch_size), ("num_workers", num_workers)) if v is not None}
+    cfg = OmegaConf.merge(cfg, {"run": {**run_keys, **loader}})
     return cfg, OmegaConf.to_container(cfg.run, resolve=True)
 
 
@@ -147,11 +150,13 @@ def _split_of(data: Any, cfg: Any, task: Any, split: str, data_options: dict | N
     from lavislite.common.registry import registry
     from lavislite.runners.data import merge_split
 
+    is_builder = isinstance(data, str) and Path(data).suffix not in (".yaml", ".yml") or hasattr(data, "build_split")
+    if (vis is not None or text is not None) and not is_builder:
+        raise ConfigError("evaluate(): vis_processor/text_processor replace a dataset builder's processors; a built Dataset "
+                          "keeps its own, and a project config sets them in its datasets: section")
     if isinstance(data, Dataset):
         return data
     if isinstance(data, (str, Path)) and Path(data).suffix in (".yaml", ".yml") or isinstance(data, (dict, DictConfig)) and "datasets" in data:
-        if vis is not None or text is not None:
-            raise ConfigError("evaluate(): vis_processor/text_processor replace a builder's processors; with a project config set them in its datasets: section")
         found = merge_split(task.build_datasets(cfg), split, train=False)
     else:
         if isinstance(data, str):

@@ -85,6 +85,8 @@ def test_dataset_and_processor_inputs(project):
     splits = builder_cls(lavislite_config(ann)).build_datasets()  # what a builder returns: {split: Dataset}
     assert lavislite.evaluate(model, splits, task="retrieval", k_test=3) == by_name
     assert lavislite.evaluate(model, splits["test"], task="retrieval", k_test=3) == by_name
+    with pytest.raises(ConfigError, match="a built Dataset keeps its own"):
+        lavislite.evaluate(model, splits["test"], task="retrieval", vis_processor=BlipImageEvalProcessor(image_size=32))
     with pytest.raises(ConfigError, match=r"unknown run key\(s\) \['k_tset'\]"):
         lavislite.evaluate(model, "coco_retrieval", task="retrieval", data_options=ann, k_tset=3)
 
