@@ -204,7 +204,7 @@ def run_demo(
     from lavislite.models.tokenizer import build_wordpiece_vocab, init_tokenizer
     from lavislite.train import run as run_project
 
-    say = echo or _print
+    say = echo if echo is not None else _print
     out = Path(out_dir) if out_dir is not None else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
     selected = _select(stages)
