@@ -14,6 +14,9 @@ document order in one fresh folder per page (the "sandbox") and writes one statu
   tiny COCO Karpathy split under ``coco/``.
 * **Context.** A fragment that uses names it does not define gets them from ``PRELUDES`` (keyed by a
   line of the fragment).
+* **Placeholders.** A line with a ``<placeholder>`` (``<run id>``, ``<out>``) is a synopsis and is not run.
+* **Weights.** ``checkpoint=`` / ``--checkpoint`` are dropped when the model becomes tiny (its random weights
+  stand in for the file named).
 * **Not run.** ``NOT_RUN`` lists, with the reason, the lines that need real data, official weights, several
   processes or GPUs, or that are synopses with placeholders. Each entry must still match a line (a stale
   entry fails the test), and a Python line listed there is replaced by ``pass``.
@@ -53,6 +56,11 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/runners.md", "--cfg-path my_project.yaml --resume"): "a placeholder project and run id",
     ("docs/runners.md", "toy.yaml"): "the toy project of this page is run by tests/runners (tests/runners/runner_toys.py holds the same plugins)",
     ("docs/video.md", "projects/blip/run_scripts/eval/"): "MSR-VTT videos and 8 GPUs",
+    ("docs/capfilt.md", "lavislite capfilt --cfg-path projects/capfilt/bootstrap.yaml"): "web shards under /data and fine-tuned captioner/filter weights; tests/capfilt runs the pipeline on generated shards",
+    ("docs/capfilt.md", "torchrun"): "8 GPUs",
+    ("docs/capfilt.md", 'run(load_config("projects/capfilt/bootstrap.yaml"'): "web shards and fine-tuned weights, as above",
+    ("docs/capfilt.md", 'print(result.summary["kept_web_rate"]'): "the result of the line above",
+    ("docs/inference.md", "output/caption/20250101T120000Z-3fa2c1"): "a run directory of one's own; tests/folders runs these commands on trained tiny runs",
     ("docs/video.md", "--cfg-path projects/blip/eval/msvd_qa_zs.yaml"): "MSVD videos and the official VQA weights",
     ("docs/video.md", "--cfg-path my_retrieval.yaml"): "one's own videos; tests/video/test_video_retrieval_task.py runs the same task on generated clips",
 }
@@ -95,6 +103,8 @@ def collect() -> list[Example]:
 
 
 def not_run_reason(page: str, line: str) -> str | None:
+    if re.search(r"<[a-z][\w ]*>", re.sub(r"(^|\s)#.*$", "", line)):  # outside comments
+        return "a synopsis with <placeholders>"
     for (p, needle), reason in NOT_RUN.items():
         if p == page and needle in line:
             return reason
@@ -109,6 +119,7 @@ def make_sandbox(root: Path, text: str) -> None:
     from video_testlib import write_video
 
     root.mkdir(parents=True, exist_ok=True)
+    (root / "projects").symlink_to(REPO / "projects")  # examples name project yamls relative to the repo
     tokenizer_dir(root / "bert-base-uncased")
     images = [f"photos/{c}.jpg" for c in ("red", "green", "blue")] + re.findall(r"[\w./-]+\.(?:jpg|png)\b", text)
     for k, name in enumerate(dict.fromkeys(images)):
@@ -136,6 +147,7 @@ def make_sandbox(root: Path, text: str) -> None:
 # -- running --------------------------------------------------------------------------------------------
 def tiny_python(code: str) -> str:
     code = re.sub(r'(load_model(?:_and_preprocess)?\(\s*"\w+",\s*)"\w+"', r'\1"tiny", tokenizer="bert-base-uncased"', code)
+    code = re.sub(r'(load_model(?:_and_preprocess)?\(\s*"\w+", "tiny", [^)]*?),\s*checkpoint="[^"]*"', r"\1", code)
     for pattern, repl in SUBSTITUTIONS:
         code = re.sub(pattern, repl, code)
     return code
@@ -152,18 +164,21 @@ def _command_defaults() -> dict[str, str]:
 
 
 def tiny_argv(argv: list[str]) -> list[str]:
-    out, i = [], 0
+    out, i, tiny = [], 0, False
     while i < len(argv):
-        if argv[i] == "--model" and i + 1 < len(argv):
+        if argv[i] == "--model" and i + 1 < len(argv) and ":" in argv[i + 1]:  # name:type (not a model folder)
             out += ["--model", argv[i + 1].split(":")[0] + ":tiny"]
+            tiny, i = True, i + 2
+        elif argv[i] == "--checkpoint" and i + 1 < len(argv):
             i += 2
-            continue
-        out.append(argv[i])
-        i += 1
+        else:
+            out.append(argv[i])
+            i += 1
     default = _command_defaults().get(argv[0]) if argv else None
     if default and "--model" not in out:
         out += ["--model", default.split(":")[0] + ":tiny"]
-    if default and "--tokenizer" not in out:
+        tiny = True
+    if tiny and "--tokenizer" not in out:
         out += ["--tokenizer", "bert-base-uncased"]
     return out
 
@@ -174,7 +189,8 @@ def without_not_run(page: str, code: str) -> str:
 
     lines = code.splitlines()
     for node in reversed(ast.parse(code).body):
-        first, last = node.lineno - 1, node.end_lineno
+        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) - 1
+        last = node.end_lineno
         if any(not_run_reason(page, line) for line in lines[first:last]):
             lines[first:last] = ["pass"]
     return "\n".join(lines)
