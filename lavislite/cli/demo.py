@@ -11,11 +11,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="offline demo: generate a world, pre-train, fine-tune and evaluate every task, zero-shot video",
         description="Generate the synthetic shapes world, pre-train a tiny BLIP (ITC+ITM+LM), fine-tune "
         "captioning, retrieval, VQA and NLVR from it, evaluate each on held-out test data, transfer to "
-        "video zero-shot, and print the metrics next to chance. About 5 minutes on 2 CPU cores.",
+        "video zero-shot, and print the metrics next to chance. About 10 minutes on an idle 2-core CPU.",
     )
     p.add_argument("which", nargs="?", choices=("capfilt",), default=None,
                    help="capfilt: BLIP's CapFilt ablation instead (pre-train on the noisy web vs the bootstrapped web; docs/capfilt.md)")
-    p.add_argument("--quick", action="store_true", help="a small world and a short schedule, same model (one to two minutes; for tests)")
+    p.add_argument("--quick", action="store_true", help="a small world and a short schedule, same model (about 3 minutes of one CPU core; for tests)")
     p.add_argument("--out", default=None, metavar="DIR", help="run directory (default: output/demo/<UTC time>)")
     p.add_argument("--seed", type=int, default=0, help="world and training seed (default 0)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: 1 with --quick, else the usable cores, at most 8)")

@@ -192,31 +192,32 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole demo and return its metrics; see the module docstring for what is written.
 
-    ``quick``: a small world and a short schedule, same model (for tests: one to two minutes on 2 cores).
+    ``quick``: a small world and a short schedule, same model (the CI test; about 3 CPU minutes, docs/demo.md).
     ``threads``: torch intra-op threads (default: 1 when ``quick``, else the usable cores, at most 8).
     ``world_dir``: where the shapes world goes (default: the lavislite cache, reused across runs).
     ``stages``: run only these stages (names from ``STAGES``; the ones they start from must be included).
     ``extra_options``: ``key=value`` overrides given to every stage (e.g. ``run.device=cpu``).
     """
-    import torch
-
-    from lavislite.demo.world import all_texts, generate_world
-    from lavislite.models.tokenizer import build_wordpiece_vocab, init_tokenizer
-    from lavislite.train import run as run_project
-
     say = echo if echo is not None else _print
     out = Path(out_dir) if out_dir is not None else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
     selected = _select(stages)
     if not threads:  # quick: one thread, as the CI test runs it (the 32 px model gains little from more, and a busy machine much less)
         threads = 1 if quick else min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-    torch.set_num_threads(int(threads))
     result = DemoResult(out_dir=out.resolve(), quick=quick)
     total = len(selected) + 2
     t_start = time.perf_counter()
+    # The first line before torch is imported: on a busy machine that import alone takes several seconds.
+    say(f"lavislite demo{' --quick' if quick else ''}: run directory {result.out_dir} ({threads} thread(s))")
 
+    import torch
+
+    from lavislite.demo.world import all_texts, generate_world
+    from lavislite.models.tokenizer import build_wordpiece_vocab, init_tokenizer
+    from lavislite.train import run as run_project
+
+    torch.set_num_threads(int(threads))
     with _quiet_console(out / "demo_log.txt"), _progress_to(say):
-        say(f"lavislite demo{' --quick' if quick else ''}: run directory {result.out_dir} ({threads} thread(s))")
         say(f"      preparing the {'quick' if quick else 'full'} shapes world ...")
         t0 = time.perf_counter()
         world = generate_world(world_dir, seed=seed, **(QUICK_WORLD if quick else {}))
