@@ -58,6 +58,7 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/video.md", "projects/blip/run_scripts/eval/"): "MSR-VTT videos and 8 GPUs",
     ("docs/capfilt.md", "lavislite capfilt --cfg-path projects/capfilt/bootstrap.yaml"): "web shards under /data and fine-tuned captioner/filter weights; tests/capfilt runs the pipeline on generated shards",
     ("docs/capfilt.md", "torchrun"): "8 GPUs",
+    ("docs/capfilt.md", "lavislite demo capfilt"): "the CapFilt ablation demo (minutes); tests/capfilt runs its smoke test",
     ("docs/capfilt.md", 'run(load_config("projects/capfilt/bootstrap.yaml"'): "web shards and fine-tuned weights, as above",
     ("docs/capfilt.md", 'print(result.summary["kept_web_rate"]'): "the result of the line above",
     ("docs/inference.md", "output/caption/20250101T120000Z-3fa2c1"): "a run directory of one's own; tests/folders runs these commands on trained tiny runs",
