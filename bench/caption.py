@@ -10,7 +10,7 @@ process, interleaved (bench/_common.py). Workloads (batch ``--batch``, prompt "a
 * ``beam3_decode`` / ``greedy_decode``: the text decoder only, image tokens precomputed (isolates the
   decoding levers: cross-attention K/V once per image shared by the beams, KV cache, last-position logits);
 * ``beam3_415`` (untimed): lavislite's beam-3 ids vs a literal transformers-4.15 beam search
-  (tests/generation/generation_testlib.py) driven by transformers' logits -- the same-rules check;
+  (tests/helpers/generation.py) driven by transformers' logits -- the same-rules check;
 * ``bf16``: lavislite bf16 (``load_model(..., dtype="bf16")``) vs lavislite fp32, beam 3, image -> ids,
   with the fraction of identical captions (random weights: see RESULTS.md for what that means).
 
@@ -247,10 +247,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def beam_vs_415(hf, ours, images, dec_ids, dec_mask, pad: int, eos: int, beam_rec: dict | None, ours_fn) -> dict:
-    """lavislite's beam-3 ids vs a literal transformers-4.15 beam search (tests/generation/generation_testlib.py)
+    """lavislite's beam-3 ids vs a literal transformers-4.15 beam search (tests/helpers/generation.py)
     driven by transformers' own logits (its vision model + text decoder, full recompute per step; untimed)."""
-    sys.path.insert(0, str(C.HERE.parent / "tests" / "generation"))
-    from generation_testlib import reference_beam_search_415
+    sys.path.insert(0, str(C.HERE.parent))  # the repository root: tests.helpers
+    from tests.helpers.generation import reference_beam_search_415
 
     beams = 3
     embeds = hf.vision_model(pixel_values=images)[0].repeat_interleave(beams, 0)

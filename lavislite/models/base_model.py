@@ -78,6 +78,14 @@ class BaseModel(nn.Module):
         cfg = model_type_config(cls, model_type, overrides)
         return cls.from_config(cfg.model)
 
+    def example_samples(self, batch_size: int = 2) -> dict[str, Any]:
+        """A random batch that ``forward`` accepts (inference-only heads: their main method).
+
+        The smoke test runs every registered ``tiny`` model type through it, so a new head is tested
+        the day it registers.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement example_samples(batch_size)")
+
     # -- checkpoints -----------------------------------------------------------------------
     def load_checkpoint(self, source: str | Path, strict: bool | None = None, **kwargs: Any) -> Any:
         """Load weights from a URL, a file (.pth/.bin/.safetensors) or a transformers directory/hub id.

@@ -13,7 +13,8 @@ from lavislite.common.checkpoint import load_checkpoint
 from lavislite.common.config import model_type_config
 from lavislite.common.errors import CheckpointError
 from lavislite.common.registry import registry
-from tests.tiny_blip import _one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
+
+pytestmark = pytest.mark.single_thread  # tiny models: one intra-op thread
 
 TOKENIZER = object()  # the tiny models never tokenize here
 

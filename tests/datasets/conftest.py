@@ -1,3 +1,3 @@
-"""Registers the ``tiny`` fixture (helpers live in dataset_fixtures.py: conftest modules share one name)."""
+"""Registers the ``tiny`` fixture of the dataset tests (its helpers live in tests/helpers/datasets.py)."""
 
-from dataset_fixtures import tiny  # noqa: F401
+from tests.helpers.datasets import tiny  # noqa: F401

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from torch.utils.data import DataLoader
 
-from dataset_fixtures import build, config, dump
 from lavislite.common.errors import DataError, DownloadError
 from lavislite.common.registry import registry
+from tests.helpers.datasets import build, config, dump
 
 
 def caption_world(tmp_path: Path, tiny: Path, records: list, raw: bytes | None = None) -> Path:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dataset_fixtures import N_IMAGES, build, config
 from lavislite.common.config import CONFIG_ROOT, build_run_config
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
 from lavislite.datasets.builders.base_builder import resolve_storage
+from tests.helpers.datasets import N_IMAGES, build, config
 
 BUILDERS = [
     "coco_caption", "coco_retrieval", "flickr30k", "nocaps", "coco_vqa", "vg_vqa", "ok_vqa", "aok_vqa",

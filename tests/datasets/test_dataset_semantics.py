@@ -13,13 +13,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from dataset_fixtures import build, dump
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
 from lavislite.datasets.annotations import AnnotationTable
 from lavislite.datasets.datasets.nlvr_datasets import NLVRDataset, swap_left_right
 from lavislite.datasets.datasets.pretrain_datasets import WebDatasetPretrain
 from lavislite.datasets.datasets.vqa_datasets import answer_weights, load_answer_list
+from tests.helpers.datasets import build, dump
 
 
 def test_answer_weights():

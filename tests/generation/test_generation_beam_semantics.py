@@ -9,8 +9,14 @@ import math
 import pytest
 import torch
 
-from generation_testlib import TableLM, gpt2_fns, reference_beam_search_415, reference_greedy_415, tiny_gpt2
 from lavislite.models.generation import generate
+from tests.helpers.generation import (
+    TableLM,
+    gpt2_fns,
+    reference_beam_search_415,
+    reference_greedy_415,
+    tiny_gpt2,
+)
 
 EOS, PAD = 1, 0
 

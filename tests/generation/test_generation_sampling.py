@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generation_testlib import TableLM, gpt2_fns, tiny_gpt2
 from lavislite.common.errors import ConfigError
 from lavislite.models.generation import apply_top_p, generate
+from tests.helpers.generation import TableLM, gpt2_fns, tiny_gpt2
 
 EOS, PAD = 1, 0
 PROBS = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])  # token 1 is eos, p=.25

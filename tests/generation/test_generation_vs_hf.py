@@ -18,8 +18,8 @@ import warnings
 import pytest
 import torch
 
-from generation_testlib import gpt2_fns, tiny_gpt2
 from lavislite.models.generation import generate
+from tests.helpers.generation import gpt2_fns, tiny_gpt2
 
 EOS, PAD = 1, 3
 

@@ -1,22 +1,14 @@
-"""Session fixtures: one tiny tokenizer and, on demand, one tiny checkpoint per model (built once)."""
+"""Session fixtures: on demand, one tiny checkpoint per model (built once) on the shared tiny tokenizer."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from inference_testlib import make_checkpoint, make_tokenizer, vocab_option  # noqa: E402
+from tests.helpers.inference import make_checkpoint, vocab_option
 
 
 @pytest.fixture(scope="session")
-def tok_dir(tmp_path_factory):
-    return make_tokenizer(tmp_path_factory.mktemp("inference_vocab"))
-
-
-@pytest.fixture(scope="session")
-def ckpt(tmp_path_factory, tok_dir):
+def ckpt(tmp_path_factory, tiny_tokenizer_dir):
     """``ckpt("blip_caption") -> Path`` of a tiny seeded checkpoint (cached for the session)."""
     root = tmp_path_factory.mktemp("inference_ckpts")
     made: dict[str, Path] = {}
@@ -24,18 +16,18 @@ def ckpt(tmp_path_factory, tok_dir):
     def get(name: str) -> Path:
         if name not in made:
             suffix = ".safetensors" if name == "blip_vqa" else ".pth"  # both formats go through the CLI
-            made[name] = make_checkpoint(name, tok_dir, root / f"{name}{suffix}")
+            made[name] = make_checkpoint(name, tiny_tokenizer_dir, root / f"{name}{suffix}")
         return made[name]
 
     return get
 
 
 @pytest.fixture()
-def model_args(ckpt, tok_dir):
+def model_args(ckpt, tiny_tokenizer_dir):
     """``model_args("blip_caption")`` -> the CLI flags selecting that tiny checkpoint."""
 
     def get(name: str) -> list[str]:
-        return ["--model", f"{name}:tiny", "--checkpoint", str(ckpt(name)), "--tokenizer", str(tok_dir), *vocab_option(tok_dir)]
+        return ["--model", f"{name}:tiny", "--checkpoint", str(ckpt(name)), "--tokenizer", str(tiny_tokenizer_dir), *vocab_option(tiny_tokenizer_dir)]
 
     return get
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from inference_testlib import vocab_option, write_images
 from lavislite.cli import main
+from tests.helpers.inference import vocab_option, write_images
 
 FAST = ["--max-length", "8", "--min-length", "2", "--beams", "2", "--batch-size", "2", "-q"]
 
@@ -103,21 +103,21 @@ def test_webdataset_shards(tmp_path, model_args):
     assert out.read_text() == before  # resumed: nothing new
 
 
-def test_missing_checkpoint_names_path_and_flag(tmp_path, tok_dir, capsys):
+def test_missing_checkpoint_names_path_and_flag(tmp_path, tiny_tokenizer_dir, capsys):
     write_images(tmp_path, 1)
     missing = tmp_path / "nope.pth"
-    rc = main(["caption", str(tmp_path), "--model", "blip_caption:tiny", "--checkpoint", str(missing), "--tokenizer", str(tok_dir)])
+    rc = main(["caption", str(tmp_path), "--model", "blip_caption:tiny", "--checkpoint", str(missing), "--tokenizer", str(tiny_tokenizer_dir)])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert f"--checkpoint {missing}" in err and "not found" in err
 
 
-def test_offline_weights_say_where_to_put_the_file(tmp_path, tok_dir, capsys, monkeypatch):
+def test_offline_weights_say_where_to_put_the_file(tmp_path, tiny_tokenizer_dir, capsys, monkeypatch):
     monkeypatch.setenv("LAVISLITE_OFFLINE", "1")
     monkeypatch.setenv("LAVISLITE_CACHE", str(tmp_path / "cache"))
     write_images(tmp_path / "i", 1)
     url = "https://example.invalid/models/blip_tiny_caption.pth"
-    rc = main(["caption", str(tmp_path / "i"), "--model", "blip_caption:tiny", "--tokenizer", str(tok_dir),
+    rc = main(["caption", str(tmp_path / "i"), "--model", "blip_caption:tiny", "--tokenizer", str(tiny_tokenizer_dir),
                "--option", "load_finetuned=true", "--option", f"finetuned={url}"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1

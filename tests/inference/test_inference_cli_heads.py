@@ -2,14 +2,13 @@
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from inference_testlib import write_images, write_videos
 from lavislite.cli import main
+from tests.helpers.inference import write_images, write_videos
 
 Q = ["-q", "--batch-size", "2"]
 
@@ -18,12 +17,12 @@ def out_lines(capsys):
     return [json.loads(x) for x in capsys.readouterr().out.splitlines()]
 
 
-def _load(name, ckpt, tok_dir):
+def _load(name, ckpt, tiny_tokenizer_dir):
     from lavislite.api import load_model_and_preprocess
     from lavislite.models.tokenizer import init_tokenizer
 
-    return load_model_and_preprocess(name, "tiny", checkpoint=str(ckpt(name)), tokenizer=str(tok_dir),
-                                     **{"model.med_overrides.vocab_size": len(init_tokenizer(tok_dir))})
+    return load_model_and_preprocess(name, "tiny", checkpoint=str(ckpt(name)), tokenizer=str(tiny_tokenizer_dir),
+                                     **{"model.med_overrides.vocab_size": len(init_tokenizer(tiny_tokenizer_dir))})
 
 
 @pytest.fixture()
@@ -31,13 +30,13 @@ def images(tmp_path):
     return write_images(tmp_path / "imgs", 3)
 
 
-def test_vqa_generate_rank_and_several_questions(tmp_path, images, model_args, ckpt, tok_dir, capsys):
+def test_vqa_generate_rank_and_several_questions(tmp_path, images, model_args, ckpt, tiny_tokenizer_dir, capsys):
     folder = str(tmp_path / "imgs")
     assert main(["vqa", folder, "What color is it?", "--max-length", "4", *Q, *model_args("blip_vqa")]) == 0
     recs = out_lines(capsys)
     assert [r["id"] for r in recs] == [os.path.normpath(p) for p in images]
     assert all(r["question"] == "What color is it?" and isinstance(r["answer"], str) for r in recs)
-    model, vis, txt = _load("blip_vqa", ckpt, tok_dir)
+    model, vis, txt = _load("blip_vqa", ckpt, tiny_tokenizer_dir)
     image = torch.stack([vis["eval"](p) for p in images])
     direct = model.predict_answers({"image": image, "text_input": [txt["eval"]("What color is it?")] * 3},
                                    inference_method="generate", max_len=4)
@@ -53,11 +52,11 @@ def test_vqa_generate_rank_and_several_questions(tmp_path, images, model_args, c
     assert "give images and then the question" in capsys.readouterr().err
 
 
-def test_match_scores_equal_direct_model_calls(tmp_path, images, model_args, ckpt, tok_dir, capsys):
+def test_match_scores_equal_direct_model_calls(tmp_path, images, model_args, ckpt, tiny_tokenizer_dir, capsys):
     assert main(["match", str(tmp_path / "imgs"), "-t", "a red square", "-t", "a blue circle", *Q,
                  *model_args("blip_image_text_matching")]) == 0
     recs = out_lines(capsys)
-    model, vis, txt = _load("blip_image_text_matching", ckpt, tok_dir)
+    model, vis, txt = _load("blip_image_text_matching", ckpt, tiny_tokenizer_dir)
     image = torch.stack([vis["eval"](p) for p in images])
     texts = [txt["eval"](t) for t in ("a red square", "a blue circle")]
     for j, t in enumerate(texts):
@@ -71,12 +70,12 @@ def test_match_scores_equal_direct_model_calls(tmp_path, images, model_args, ckp
     assert table[0].split() == ["id", "text", "itc"] and f"{itc[0, 0].item():.4f}" in table[2]
 
 
-def test_retrieve_ranks_by_itc_then_itm(tmp_path, images, model_args, ckpt, tok_dir, capsys):
+def test_retrieve_ranks_by_itc_then_itm(tmp_path, images, model_args, ckpt, tiny_tokenizer_dir, capsys):
     args = ["retrieve", "--images", str(tmp_path / "imgs"), "--query", "a red square", "--query", "blue", *Q,
             *model_args("blip_retrieval")]
     assert main(args + ["--top-k", "2", "--rerank-k", "0"]) == 0
     cos_only = out_lines(capsys)
-    model, vis, txt = _load("blip_retrieval", ckpt, tok_dir)
+    model, vis, txt = _load("blip_retrieval", ckpt, tiny_tokenizer_dir)
     with torch.no_grad():
         sims = model.itc_similarity(model.encode_image(torch.stack([vis["eval"](p) for p in images]))[1],
                                     model.encode_text([txt["eval"]("a red square"), txt["eval"]("blue")])[0])
@@ -102,8 +101,8 @@ def test_video_retrieve(tmp_path, model_args, capsys):
     assert all(r["score"] == pytest.approx(r["itc"] + r["itm"], abs=1e-5) for r in recs)
 
 
-def test_features_jsonl_shards_resume_and_text(tmp_path, images, model_args, ckpt, tok_dir):
-    model, vis, txt = _load("blip_feature_extractor", ckpt, tok_dir)
+def test_features_jsonl_shards_resume_and_text(tmp_path, images, model_args, ckpt, tiny_tokenizer_dir):
+    model, vis, txt = _load("blip_feature_extractor", ckpt, tiny_tokenizer_dir)
     direct = model.extract_features({"image": torch.stack([vis["eval"](p) for p in images])}, mode="image").image_embeds_proj[:, 0]
     jl = tmp_path / "f.jsonl"
     assert main(["features", str(tmp_path / "imgs"), "-o", str(jl), *Q, *model_args("blip_feature_extractor")]) == 0

@@ -5,9 +5,8 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-from inference_testlib import write_images
+from tests.helpers.inference import write_images
 
 FAST = ["--max-length", "8", "--min-length", "2", "--beams", "2", "--batch-size", "2", "-q"]
 

@@ -4,15 +4,16 @@ original's decoding (prompt slicing, num_captions grouping) and argument errors.
 import pytest
 import torch
 
-from captest_utils import make_model, randomise, trim
+from tests.helpers.caption import randomise, trim
+from tests.helpers.tiny import make_tiny
 
 
 @pytest.fixture(scope="module")
-def model(cap_tok):
-    m = make_model("blip_caption", cap_tok, seed=2)
+def model(tiny_tokenizer):
+    m = make_tiny("blip_caption", tiny_tokenizer, seed=2).eval()
     randomise(m, 5)
     with torch.no_grad():
-        m.text_decoder.cls.predictions.bias[cap_tok.sep_token_id] = 2.5  # captions of different lengths
+        m.text_decoder.cls.predictions.bias[tiny_tokenizer.sep_token_id] = 2.5  # captions of different lengths
     return m
 
 

@@ -10,31 +10,28 @@ logits; HF's own ``generate`` may differ only on rows where the two rules pick h
 different lengths.
 """
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from captest_utils import CAPTIONS, hf_configs, make_model, randomise, trim
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generation"))
-from generation_testlib import reference_beam_search_415, reference_greedy_415  # noqa: E402
+from tests.helpers.caption import hf_configs, randomise, trim
+from tests.helpers.generation import reference_beam_search_415, reference_greedy_415
+from tests.helpers.tiny import CAPTIONS, make_tiny
 
 
 @pytest.fixture(scope="module")
-def pair(cap_tok, tmp_path_factory):
+def pair(tiny_tokenizer, tmp_path_factory):
     from transformers import BlipConfig, BlipForConditionalGeneration
 
-    text, vision = hf_configs(cap_tok)
+    text, vision = hf_configs(tiny_tokenizer)
     torch.manual_seed(0)
     hf = BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision)).eval()
     randomise(hf, 0)
     with torch.no_grad():  # make [SEP] likely enough that beams end at different lengths
-        hf.text_decoder.cls.predictions.bias[cap_tok.sep_token_id] = 1.0
+        hf.text_decoder.cls.predictions.bias[tiny_tokenizer.sep_token_id] = 1.0
     path = tmp_path_factory.mktemp("hf_caption")
     hf.save_pretrained(path)
-    ours = make_model("blip_caption", cap_tok, seed=1)
+    ours = make_tiny("blip_caption", tiny_tokenizer, seed=1).eval()
     report = ours.load_checkpoint(str(path))
     assert not report.missing and not report.unexpected and not report.mismatched, str(report)
     return hf, ours

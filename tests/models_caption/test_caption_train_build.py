@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from captest_utils import CAPTIONS, make_model
+from tests.helpers.tiny import CAPTIONS, make_tiny
 
 
-def test_overfit_one_batch_lowers_loss(cap_tok, images):
-    model = make_model("blip_caption", cap_tok, seed=0).train()
+def test_overfit_one_batch_lowers_loss(tiny_tokenizer, images):
+    model = make_tiny("blip_caption", tiny_tokenizer, seed=0).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     samples = {"image": images, "text_input": CAPTIONS}
     losses = []
@@ -21,19 +21,19 @@ def test_overfit_one_batch_lowers_loss(cap_tok, images):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
-def test_official_round_trip_and_resize(cap_tok, tmp_path, images):
+def test_official_round_trip_and_resize(tiny_tokenizer, tmp_path, images):
     from lavislite.common.checkpoint import save_checkpoint
 
-    src = make_model("blip_caption", cap_tok, seed=0)
+    src = make_tiny("blip_caption", tiny_tokenizer, seed=0).eval()
     path = save_checkpoint(src, tmp_path / "caption.pth")
     raw = torch.load(path, weights_only=True)
     assert set(raw) >= {"model"} and "text_decoder.cls.predictions.decoder.weight" in raw["model"]
-    dst = make_model("blip_caption", cap_tok, seed=1)
+    dst = make_tiny("blip_caption", tiny_tokenizer, seed=1).eval()
     report = dst.load_checkpoint(path)
     assert not report.missing and not report.unexpected and not report.mismatched
     assert dst.generate({"image": images}, max_length=12, min_length=5) == src.generate({"image": images}, max_length=12, min_length=5)
     # saved at 32 px, loaded at 48 px: pos_embed interpolated (17 -> 37 tokens), nothing missing
-    big = make_model("blip_caption", cap_tok, seed=1, image_size=48)
+    big = make_tiny("blip_caption", tiny_tokenizer, seed=1, image_size=48).eval()
     report = big.load_checkpoint(path)
     assert not report.missing and not report.mismatched
     assert big.visual_encoder.pos_embed.shape[1] == 37
@@ -41,12 +41,12 @@ def test_official_round_trip_and_resize(cap_tok, tmp_path, images):
 
 
 @pytest.mark.parametrize("arch", ["blip_caption", "blip_image_text_matching", "blip_feature_extractor"])
-def test_tiny_types_build(arch, cap_tok):
+def test_tiny_types_build(arch, tiny_tokenizer):
     from lavislite.common.registry import registry
 
     cls = registry.get_model_class(arch)
     assert "tiny" in cls.model_types()
-    model = make_model(arch, cap_tok)
+    model = make_tiny(arch, tiny_tokenizer).eval()
     assert model.num_parameters() > 0
 
 

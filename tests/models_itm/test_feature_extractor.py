@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-from captest_utils import CAPTIONS, make_model
+from tests.helpers.tiny import CAPTIONS, make_tiny
 
 
 @pytest.fixture(scope="module")
-def fx(itm_tok):
-    return make_model("blip_feature_extractor", itm_tok, seed=0)
+def fx(tiny_tokenizer):
+    return make_tiny("blip_feature_extractor", tiny_tokenizer, seed=0).eval()
 
 
-def test_modes(fx, itm_images, itm_tok):
+def test_modes(fx, itm_images, tiny_tokenizer):
     samples = {"image": itm_images, "text_input": CAPTIONS}
     img = fx.extract_features(samples, mode="image")
     assert img.image_embeds.shape == (4, 17, 32) and img.image_embeds_proj.shape == (4, 17, 16)
@@ -27,7 +27,7 @@ def test_modes(fx, itm_images, itm_tok):
 
     mm = fx.extract_features(samples, mode="multimodal")
     enc = ids.clone()
-    enc[:, 0] = itm_tok.enc_token_id
+    enc[:, 0] = tiny_tokenizer.enc_token_id
     ref = fx.text_encoder(enc, mask, encoder_hidden_states=img.image_embeds).last_hidden_state
     torch.testing.assert_close(mm.multimodal_embeds, ref)
     torch.testing.assert_close(mm.image_embeds, img.image_embeds)
@@ -35,13 +35,13 @@ def test_modes(fx, itm_images, itm_tok):
     assert not torch.allclose(mm.multimodal_embeds[:, 0], cls[:, 0])
 
 
-def test_loads_itm_checkpoint_and_errors(fx, itm_tok, tmp_path, itm_images):
+def test_loads_itm_checkpoint_and_errors(fx, tiny_tokenizer, tmp_path, itm_images):
     from lavislite.common.checkpoint import save_checkpoint
     from lavislite.common.errors import ConfigError, DataError
 
-    itm = make_model("blip_image_text_matching", itm_tok, seed=5)
+    itm = make_tiny("blip_image_text_matching", tiny_tokenizer, seed=5).eval()
     path = save_checkpoint(itm, tmp_path / "itm.pth")
-    other = make_model("blip_feature_extractor", itm_tok, seed=6)
+    other = make_tiny("blip_feature_extractor", tiny_tokenizer, seed=6).eval()
     report = other.load_checkpoint(path)
     assert list(report.missing) == ["temp"]  # ITM files carry no temperature
     feats = other.extract_features({"image": itm_images}, mode="image")

@@ -10,20 +10,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from captest_utils import CAPTIONS, hf_configs, make_model, randomise
+from tests.helpers.caption import hf_configs, randomise
+from tests.helpers.tiny import CAPTIONS, make_tiny
 
 
 @pytest.fixture(scope="module")
-def pair(itm_tok, tmp_path_factory):
+def pair(tiny_tokenizer, tmp_path_factory):
     from transformers import BlipConfig, BlipForImageTextRetrieval
 
-    text, vision = hf_configs(itm_tok)
+    text, vision = hf_configs(tiny_tokenizer)
     torch.manual_seed(0)
     hf = BlipForImageTextRetrieval(BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)).eval()
     randomise(hf, 0)
     path = tmp_path_factory.mktemp("hf_itm")
     hf.save_pretrained(path)
-    ours = make_model("blip_image_text_matching", itm_tok, seed=1)
+    ours = make_tiny("blip_image_text_matching", tiny_tokenizer, seed=1).eval()
     report = ours.load_checkpoint(str(path))
     assert not report.missing and not report.unexpected and not report.mismatched, str(report)
     return hf, ours, path
@@ -33,13 +34,13 @@ def _ids(model, first=None):
     return model.tokenize(CAPTIONS, padding="longest", max_length=35, first_token=first)
 
 
-def test_itm_logits_and_probabilities(pair, itm_images, itm_tok):
+def test_itm_logits_and_probabilities(pair, itm_images, tiny_tokenizer):
     hf, ours, path = pair
     samples = {"image": itm_images, "text_input": CAPTIONS}
     with torch.no_grad():
         ids, mask = _ids(ours)
         ref_cls = hf(input_ids=ids, attention_mask=mask, pixel_values=itm_images, use_itm_head=True).itm_score
-        enc_ids, _ = _ids(ours, itm_tok.enc_token_id)
+        enc_ids, _ = _ids(ours, tiny_tokenizer.enc_token_id)
         ref_enc = hf(input_ids=enc_ids, attention_mask=mask, pixel_values=itm_images, use_itm_head=True).itm_score
         got_enc = ours(samples, match_head="itm")
         ours.itm_first_token = "cls"
@@ -68,14 +69,14 @@ def test_itc_cosine(pair, itm_images):
     torch.testing.assert_close(sim, got, atol=1e-5, rtol=1e-4)
 
 
-def test_retrieval_protocol(pair, itm_images, itm_tok):
+def test_retrieval_protocol(pair, itm_images, tiny_tokenizer):
     _, ours, _ = pair
     with torch.no_grad():
         tokens, image_proj = ours.encode_image(itm_images)
-        text_proj, ids, mask = ours.encode_text(CAPTIONS, max_length=20)
+        text_proj, ids, mask = ours.encode_text(CAPTIONS, max_length=32)  # every caption fits: no truncation
         assert tokens.shape == (4, 17, 32) and image_proj.shape == (4, 16)
-        assert ids.shape == mask.shape == (4, 20) and text_proj.shape == (4, 16)
-        assert bool((ids[:, 0] == itm_tok.cls_token_id).all())
+        assert ids.shape == mask.shape == (4, 32) and text_proj.shape == (4, 16)
+        assert bool((ids[:, 0] == tiny_tokenizer.cls_token_id).all())
         sims = F.normalize(image_proj, dim=-1) @ F.normalize(text_proj, dim=-1).t()
         torch.testing.assert_close(sims, ours({"image": itm_images, "text_input": CAPTIONS}, match_head="itc"), atol=1e-5, rtol=1e-4)
         # r = 4 texts per image, grouped: equals pairwise ITM with [ENC] and the image tokens repeated
@@ -83,7 +84,7 @@ def test_retrieval_protocol(pair, itm_images, itm_tok):
         flat_ids, flat_mask = ids.repeat(4, 1), mask.repeat(4, 1)
         grouped = ours.itm_logits(tokens, flat_ids, flat_mask)
         enc = flat_ids.clone()
-        enc[:, 0] = itm_tok.enc_token_id
+        enc[:, 0] = tiny_tokenizer.enc_token_id
         states = ours.text_encoder(enc, flat_mask, encoder_hidden_states=tokens.repeat_interleave(r, 0)).last_hidden_state
         torch.testing.assert_close(grouped, ours.itm_head(states[:, 0])[:, 1], atol=1e-5, rtol=1e-4)
         # one text per image equals forward(itm) with [ENC] (no extra padding beyond the longest text)
@@ -101,13 +102,13 @@ def test_official_round_trip_and_resize(pair, tmp_path, itm_images):
 
     _, src, _ = pair
     path = save_checkpoint(src, tmp_path / "itm.pth")
-    dst = make_model("blip_image_text_matching", src.tokenizer, seed=3)
+    dst = make_tiny("blip_image_text_matching", src.tokenizer, seed=3).eval()
     report = dst.load_checkpoint(path)
     assert not report.missing and not report.unexpected and not report.mismatched
     samples = {"image": itm_images, "text_input": CAPTIONS}
     with torch.no_grad():
         torch.testing.assert_close(dst(samples), src(samples))
-    big = make_model("blip_image_text_matching", src.tokenizer, seed=3, image_size=48)
+    big = make_tiny("blip_image_text_matching", src.tokenizer, seed=3, image_size=48).eval()
     report = big.load_checkpoint(path)
     assert not report.missing and not report.mismatched
     assert big({"image": torch.randn(2, 3, 48, 48), "text_input": CAPTIONS[:2]}).shape == (2, 2)
@@ -122,4 +123,4 @@ def test_errors(pair, itm_images):
     with pytest.raises(DataError, match="texts per image"):
         ours({"image": itm_images, "text_input": CAPTIONS[:3]})
     with pytest.raises(ConfigError, match="itm_first_token"):
-        make_model("blip_image_text_matching", ours.tokenizer, itm_first_token="sep")
+        make_tiny("blip_image_text_matching", ours.tokenizer, itm_first_token="sep").eval()

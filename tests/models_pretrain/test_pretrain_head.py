@@ -6,6 +6,8 @@ import torch
 from lavislite.common.checkpoint import save_checkpoint
 from lavislite.common.registry import registry
 
+pytestmark = pytest.mark.single_thread  # tiny models: one intra-op thread
+
 CAPTIONS = ["a red circle on the left", "a blue square next to a green triangle", "two small shapes on a table", "an orange triangle"]
 
 
@@ -18,8 +20,8 @@ def _is_self_attention(key: str) -> bool:
     return ".attention.self." in key or ".attention.output." in key
 
 
-def test_encoder_decoder_share_everything_but_self_attention(build):
-    m = build("blip_pretrain")
+def test_encoder_decoder_share_everything_but_self_attention(build_tiny):
+    m = build_tiny("blip_pretrain")
     sd = m.state_dict()
     enc = {k[len("text_encoder."):]: v for k, v in sd.items() if k.startswith("text_encoder.")}
     dec = {k[len("text_decoder.bert."):]: v for k, v in sd.items() if k.startswith("text_decoder.bert.")}
@@ -37,8 +39,8 @@ def test_encoder_decoder_share_everything_but_self_attention(build):
     assert "queue_ptr" in sd and "ptr_queue" not in sd and "idx_queue" not in sd
 
 
-def test_pretrain_training_decreases_loss(build):
-    m = build("blip_pretrain")
+def test_pretrain_training_decreases_loss(build_tiny):
+    m = build_tiny("blip_pretrain")
     samples = _samples()
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-3)
     logs = []
@@ -58,11 +60,11 @@ def test_pretrain_training_decreases_loss(build):
 
 
 @pytest.mark.parametrize("arch", ["blip_pretrain", "blip_retrieval"])
-def test_queue_size_zero_is_in_batch_itc(build, arch):
+def test_queue_size_zero_is_in_batch_itc(build_tiny, arch):
     """queue_size 0: ITC over the batch's momentum features only (the demo trains from scratch this way)."""
     import torch.nn.functional as F
 
-    m = build(arch, queue_size=0, momentum=0.0, alpha=0.0).eval()  # eval: no dropout, so online == momentum
+    m = build_tiny(arch, queue_size=0, momentum=0.0, alpha=0.0).eval()  # eval: no dropout, so online == momentum
     assert m.image_queue.shape[1] == 0
     samples = _samples()
     if arch == "blip_retrieval":
@@ -77,11 +79,11 @@ def test_queue_size_zero_is_in_batch_itc(build, arch):
     assert float(out.loss_itc.detach()) == pytest.approx(float(expected), rel=1e-4)
     assert int(m.queue_ptr_buffer) == 0
     with pytest.raises(Exception, match="queue_size=-1"):
-        build(arch, queue_size=-1)
+        build_tiny(arch, queue_size=-1)
 
 
-def test_untied_option(build):
-    m = build("blip_pretrain", tie_text_weights=False)
+def test_untied_option(build_tiny):
+    m = build_tiny("blip_pretrain", tie_text_weights=False)
     assert m.shared_text_modules == []
     assert m.text_encoder.embeddings is not m.text_decoder.bert.embeddings
 
@@ -110,12 +112,12 @@ EXPECTED_MISSING = {
 
 
 @pytest.mark.parametrize("arch", sorted(EXPECTED_MISSING))
-def test_pretrain_checkpoint_loads_into_every_head(arch, build, tmp_path):
+def test_pretrain_checkpoint_loads_into_every_head(arch, build_tiny, tmp_path):
     if arch not in registry.list_models():
         pytest.skip(f"{arch} is not registered in this checkout yet (its head file does not exist)")
-    src = build("blip_pretrain", seed=1)
+    src = build_tiny("blip_pretrain", seed=1)
     path = save_checkpoint(src, tmp_path / "model_base_tiny.pth")
-    model = build(arch, seed=2)
+    model = build_tiny(arch, seed=2)
     report = model.load_checkpoint(path)
     assert set(report.missing) == EXPECTED_MISSING[arch](model), report
     assert report.mismatched == [], report
@@ -130,27 +132,27 @@ def test_pretrain_checkpoint_loads_into_every_head(arch, build, tmp_path):
         assert torch.equal(loaded["text_decoder.bert.encoder.layer.1.attention.self.key.weight"], source["text_decoder.bert.encoder.layer.1.attention.self.key.weight"])
 
 
-def test_pretrain_round_trip_and_other_image_size(build, tmp_path):
-    a = build("blip_pretrain", seed=1)
+def test_pretrain_round_trip_and_other_image_size(build_tiny, tmp_path):
+    a = build_tiny("blip_pretrain", seed=1)
     a(_samples())
     path = save_checkpoint(a, tmp_path / "pre.pth")
-    b = build("blip_pretrain", seed=2)
+    b = build_tiny("blip_pretrain", seed=2)
     assert b.load_checkpoint(path, strict=True).clean
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
     # ties hold after loading (the shared tensors were loaded twice with equal values)
     assert b.text_encoder.encoder.layer[1].output is b.text_decoder.bert.encoder.layer[1].output
-    big = build("blip_pretrain", seed=3, image_size=48)
+    big = build_tiny("blip_pretrain", seed=3, image_size=48)
     report = big.load_checkpoint(path)
     assert report.missing == [] and {k for k, _, _ in report.interpolated} == {"visual_encoder.pos_embed", "visual_encoder_m.pos_embed"}
 
 
-def test_init_from_bert_and_vit(build, tmp_path, tiny_tok):
+def test_init_from_bert_and_vit(build_tiny, tmp_path, tiny_tokenizer):
     from transformers import BertConfig, BertForPreTraining
 
     from lavislite.models.vit import create_vit
 
-    vocab = len(tiny_tok) - 2  # the BERT vocab without [DEC]/[ENC]
+    vocab = len(tiny_tokenizer) - 2  # the BERT vocab without [DEC]/[ENC]
     cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
     torch.manual_seed(5)
     bert = BertForPreTraining(cfg)
@@ -159,11 +161,11 @@ def test_init_from_bert_and_vit(build, tmp_path, tiny_tok):
     vit_sd = {**vit.state_dict(), "head.weight": torch.zeros(10, 32), "head.bias": torch.zeros(10)}
     torch.save({"model": vit_sd}, tmp_path / "deit.pth")
 
-    m = build("blip_pretrain", init_from={"vit": str(tmp_path / "deit.pth"), "bert": str(tmp_path / "bert")})
+    m = build_tiny("blip_pretrain", init_from={"vit": str(tmp_path / "deit.pth"), "bert": str(tmp_path / "bert")})
     hf = bert.state_dict()
     assert torch.equal(m.visual_encoder.blocks[1].mlp.fc1.weight, vit.blocks[1].mlp.fc1.weight)
     word = m.text_encoder.embeddings.word_embeddings.weight
-    assert word.shape[0] == len(tiny_tok) and torch.equal(word[:vocab], hf["bert.embeddings.word_embeddings.weight"])
+    assert word.shape[0] == len(tiny_tokenizer) and torch.equal(word[:vocab], hf["bert.embeddings.word_embeddings.weight"])
     for name in ("encoder.layer.1.attention.self.query.weight", "encoder.layer.0.intermediate.dense.weight"):
         assert torch.equal(m.text_encoder.state_dict()[name], hf[f"bert.{name}"])
         assert torch.equal(m.text_decoder.bert.state_dict()[name], hf[f"bert.{name}"])
@@ -171,8 +173,8 @@ def test_init_from_bert_and_vit(build, tmp_path, tiny_tok):
     assert torch.equal(m.text_encoder_m.encoder.layer[0].intermediate.dense.weight, hf["bert.encoder.layer.0.intermediate.dense.weight"])
 
 
-def test_retrieval_protocol_on_pretrain(build):
-    m = build("blip_pretrain")
+def test_retrieval_protocol_on_pretrain(build_tiny):
+    m = build_tiny("blip_pretrain")
     m.eval()
     with torch.no_grad():
         tokens, proj = m.encode_image(_samples(2)["image"])

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     med = {"vocab_size": len(tok), "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
            "intermediate_size": 64, "max_position_embeddings": 64}
 
-    def build(arch, **over):
+    def build_tiny(arch, **over):
         cls = registry.get_model_class(arch)
         cfg = model_type_config(cls, "tiny", {"med_overrides": med, **over})
         torch.manual_seed(0)  # same weights on both ranks, as DDP would have
@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
     ids = torch.tensor([10 * rank, 10 * rank + 1])
     samples = {"image": image, "text_input": texts[2 * rank: 2 * rank + 2], "image_id": ids}
 
-    m = build("blip_retrieval", negative_all_rank=True, queue_size=16)
+    m = build_tiny("blip_retrieval", negative_all_rank=True, queue_size=16)
     out = m(samples)
     out.loss.backward()
     assert int(m.ptr_queue) == 4, m.ptr_queue
@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent(
     assert torch.equal(queues[0], queues[1])
     assert m.visual_encoder.patch_embed.proj.weight.grad.abs().sum() > 0
 
-    p = build("blip_pretrain", queue_size=16)
+    p = build_tiny("blip_pretrain", queue_size=16)
     p(samples).loss.backward()
     assert int(p.queue_ptr) == 4
     dist.barrier()

@@ -13,6 +13,8 @@ from lavislite.models.blip._momentum import (
     sample_negatives,
 )
 
+pytestmark = pytest.mark.single_thread  # tiny models: one intra-op thread
+
 CAPTIONS = ["a red circle on the left", "a blue square next to a green triangle", "two small shapes on a table", "an orange triangle"]
 
 
@@ -21,8 +23,8 @@ def _samples(batch=4, ids=(0, 1, 1, 2), seed=0):
     return {"image": torch.randn(batch, 3, 32, 32, generator=g), "text_input": CAPTIONS[:batch], "image_id": torch.tensor(ids)}
 
 
-def test_tiny_state_matches_original_layout(build):
-    m = build("blip_retrieval")
+def test_tiny_state_matches_original_layout(build_tiny):
+    m = build_tiny("blip_retrieval")
     sd = m.state_dict()
     for key in ("image_queue", "text_queue", "idx_queue", "ptr_queue", "temp", "vision_proj_m.weight", "text_proj_m.weight", "itm_head.weight"):
         assert key in sd
@@ -47,8 +49,8 @@ def test_momentum_update_formula():
         assert torch.allclose(q, 0.9 * q0 + 0.1 * p)
 
 
-def test_forward_applies_momentum_update_before_momentum_features(build):
-    m = build("blip_retrieval")
+def test_forward_applies_momentum_update_before_momentum_features(build_tiny):
+    m = build_tiny("blip_retrieval")
     with torch.no_grad():  # make online and momentum weights differ
         m.vision_proj.weight.add_(1.0)
     w, w_m = m.vision_proj.weight.detach().clone(), m.vision_proj_m.weight.detach().clone()
@@ -69,8 +71,8 @@ def test_enqueue_wraps_around():
     assert q2.tolist() == [[2, 3, 4, 5, 6]] and int(ptr) == 0
 
 
-def test_forward_fills_queue_with_ids_and_wraps(build):
-    m = build("blip_retrieval", queue_size=6)
+def test_forward_fills_queue_with_ids_and_wraps(build_tiny):
+    m = build_tiny("blip_retrieval", queue_size=6)
     m(_samples())
     assert int(m.ptr_queue) == 4 and m.idx_queue[0, :4].tolist() == [0, 1, 1, 2]
     m(_samples(ids=(5, 6, 7, 8)))
@@ -95,8 +97,8 @@ def test_itc_targets_are_idx_aware_including_queue():
     assert torch.equal(diag, torch.cat([torch.eye(3), torch.zeros(3, 2)], dim=1))
 
 
-def test_hard_negatives_never_share_the_image_id(build):
-    m = build("blip_retrieval")
+def test_hard_negatives_never_share_the_image_id(build_tiny):
+    m = build_tiny("blip_retrieval")
     idx = torch.tensor([[0], [1], [1], [2]])
     feats = nn.functional.normalize(torch.randn(4, 16), dim=-1)
     w_i2t, w_t2i = m._negative_weights({"idx": idx, "image_feat": feats, "text_feat": feats})
@@ -118,8 +120,8 @@ def test_alpha_schedule():
     assert alpha_schedule(0.4, {"epoch": 3, "iters": 0, "num_iters_per_epoch": 100}) == pytest.approx(0.4)
 
 
-def test_training_overfits_a_tiny_batch(build):
-    m = build("blip_retrieval")
+def test_training_overfits_a_tiny_batch(build_tiny):
+    m = build_tiny("blip_retrieval")
     m.train()
     samples = _samples()
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-3)
@@ -137,10 +139,10 @@ def test_training_overfits_a_tiny_batch(build):
     assert 0.001 <= m.temp.item() <= 0.5
 
 
-def test_bad_image_ids_are_refused(build):
+def test_bad_image_ids_are_refused(build_tiny):
     from lavislite.common.errors import DataError
 
-    m = build("blip_retrieval")
+    m = build_tiny("blip_retrieval")
     s = _samples()
     s["image_id"] = ["a", "b", "c", "d"]
     with pytest.raises(DataError, match="image_id"):
@@ -150,29 +152,29 @@ def test_bad_image_ids_are_refused(build):
         m(s)
 
 
-def test_lavis_queue_ptr_name_loads_and_resized_queue_drops_pointer(build, tmp_path):
-    src = build("blip_retrieval", seed=1)
+def test_lavis_queue_ptr_name_loads_and_resized_queue_drops_pointer(build_tiny, tmp_path):
+    src = build_tiny("blip_retrieval", seed=1)
     sd = dict(src.state_dict())
     sd["queue_ptr"] = torch.tensor([8])
     del sd["ptr_queue"]
-    dst = build("blip_retrieval", seed=2)
+    dst = build_tiny("blip_retrieval", seed=2)
     report = dst.load_checkpoint(sd)
     assert report.missing == [] and report.unexpected == []
     assert int(dst.ptr_queue) == 8
     assert torch.equal(dst.text_encoder_m.embeddings.word_embeddings.weight, src.text_encoder_m.embeddings.word_embeddings.weight)
     # another queue size: queues are left as initialised, and so is the pointer that indexed them
-    small = build("blip_retrieval", seed=3, queue_size=8)
+    small = build_tiny("blip_retrieval", seed=3, queue_size=8)
     report = small.load_checkpoint(sd)
     assert {k for k, _, _ in report.mismatched} == {"image_queue", "text_queue"}  # idx_queue dropped with the pointer
     assert set(report.missing) == {"image_queue", "text_queue", "idx_queue", "ptr_queue"}
     assert int(small.ptr_queue) == 0
 
 
-def test_checkpoint_without_momentum_keys_resets_momentum_copies(build, tmp_path):
-    src = build("blip_retrieval", seed=1)
+def test_checkpoint_without_momentum_keys_resets_momentum_copies(build_tiny, tmp_path):
+    src = build_tiny("blip_retrieval", seed=1)
     sd = {k: v for k, v in src.state_dict().items() if "_m." not in k}
     path = save_checkpoint(sd, tmp_path / "no_momentum.pth")
-    dst = build("blip_retrieval", seed=2)
+    dst = build_tiny("blip_retrieval", seed=2)
     dst.load_checkpoint(path)
     for online, avg in dst.momentum_pairs():
         for p, q in zip(online.parameters(), avg.parameters()):
@@ -180,11 +182,11 @@ def test_checkpoint_without_momentum_keys_resets_momentum_copies(build, tmp_path
     assert torch.equal(dst.vision_proj_m.weight, src.vision_proj.weight)
 
 
-def test_official_round_trip(build, tmp_path):
-    a = build("blip_retrieval", seed=1)
+def test_official_round_trip(build_tiny, tmp_path):
+    a = build_tiny("blip_retrieval", seed=1)
     a(_samples())  # move queues and pointer
     path = save_checkpoint(a, tmp_path / "ret.pth")
-    b = build("blip_retrieval", seed=2)
+    b = build_tiny("blip_retrieval", seed=2)
     report = b.load_checkpoint(path, strict=True)
     assert report.clean
     for k, v in a.state_dict().items():

@@ -1,27 +1,15 @@
-"""Fixtures of the VQA head tests: a tiny WordPiece tokenizer and tiny BlipVQA models."""
+"""Fixtures of the VQA head tests: a tiny BlipVQA model and images."""
 
-import random
 
 import pytest
 import torch
 
-from vqa_testutils import ANSWERS, QUESTIONS, WORDS, make_vqa
-
-
-@pytest.fixture(scope="session")
-def vqa_tokenizer(tmp_path_factory):
-    from lavislite.models.tokenizer import build_wordpiece_vocab, init_tokenizer
-
-    rng = random.Random(0)
-    texts = [" ".join(rng.choices(WORDS, k=8)) for _ in range(400)] + ANSWERS + QUESTIONS
-    out = tmp_path_factory.mktemp("vqa_vocab")
-    build_wordpiece_vocab(texts, 120, out)
-    return init_tokenizer(out)
+from tests.helpers.vqa import QUESTIONS, make_vqa
 
 
 @pytest.fixture()
-def tiny_vqa(vqa_tokenizer):
-    return make_vqa(vqa_tokenizer).eval()
+def tiny_vqa(tiny_tokenizer):
+    return make_vqa(tiny_tokenizer).eval()
 
 
 @pytest.fixture()

@@ -15,16 +15,16 @@ Aligned differences:
 import pytest
 import torch
 
-from vqa_testutils import QUESTIONS, make_vqa, randomise
+from tests.helpers.vqa import QUESTIONS, make_vqa, randomise
 
 H = 32
 
 
 @pytest.fixture(scope="module")
-def pair(vqa_tokenizer, tmp_path_factory):
+def pair(tiny_tokenizer, tmp_path_factory):
     from transformers import BlipConfig, BlipForQuestionAnswering
 
-    tok = vqa_tokenizer
+    tok = tiny_tokenizer
     text = dict(
         vocab_size=len(tok), hidden_size=H, encoder_hidden_size=H, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,

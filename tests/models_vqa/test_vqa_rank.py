@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lavislite.common.errors import ConfigError, DataError
-from vqa_testutils import ANSWERS, QUESTIONS, make_vqa, randomise
+from tests.helpers.vqa import ANSWERS, QUESTIONS, make_vqa, randomise
 
 
 def reference_rank(model, states, q_mask, answer_list, k):
@@ -35,8 +35,8 @@ def reference_rank(model, states, q_mask, answer_list, k):
 
 
 @pytest.fixture()
-def ranked_model(vqa_tokenizer):
-    model = make_vqa(vqa_tokenizer, seed=2).eval()
+def ranked_model(tiny_tokenizer):
+    model = make_vqa(tiny_tokenizer, seed=2).eval()
     randomise(model, 5)
     return model
 

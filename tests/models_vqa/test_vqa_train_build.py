@@ -6,7 +6,7 @@ import torch
 from lavislite.common.checkpoint import save_checkpoint
 from lavislite.common.errors import DataError
 from lavislite.models.blip.vqa import BlipVQA
-from vqa_testutils import QUESTIONS, make_vqa, randomise
+from tests.helpers.vqa import QUESTIONS, make_vqa, randomise
 
 
 def _batch(images, n_answers):
@@ -36,8 +36,8 @@ def _reference_loss(model, samples):
 
 
 @pytest.mark.parametrize("n_answers", [[2, 2, 2, 2], [1, 3, 2, 1]])
-def test_training_loss_matches_original(vqa_tokenizer, vqa_images, n_answers):
-    model = make_vqa(vqa_tokenizer, seed=3).eval()  # eval: no dropout, so both computations are deterministic
+def test_training_loss_matches_original(tiny_tokenizer, vqa_images, n_answers):
+    model = make_vqa(tiny_tokenizer, seed=3).eval()  # eval: no dropout, so both computations are deterministic
     randomise(model, 7, scale=0.1)
     samples = _batch(vqa_images, n_answers)
     out = model(samples)
@@ -45,8 +45,8 @@ def test_training_loss_matches_original(vqa_tokenizer, vqa_images, n_answers):
     assert out.loss_lm is out.loss
 
 
-def test_training_loss_decreases(vqa_tokenizer, vqa_images):
-    model = make_vqa(vqa_tokenizer, seed=4).train()
+def test_training_loss_decreases(tiny_tokenizer, vqa_images):
+    model = make_vqa(tiny_tokenizer, seed=4).train()
     samples = _batch(vqa_images, [1, 2, 1, 2])
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
     losses = []
@@ -67,12 +67,12 @@ def test_training_input_errors(tiny_vqa, vqa_images):
         tiny_vqa({k: v for k, v in samples.items() if k != "weight"})
 
 
-def test_official_format_round_trip(vqa_tokenizer, vqa_images, tmp_path):
-    src = make_vqa(vqa_tokenizer, seed=5).eval()
+def test_official_format_round_trip(tiny_tokenizer, vqa_images, tmp_path):
+    src = make_vqa(tiny_tokenizer, seed=5).eval()
     randomise(src, 9, scale=0.1)
     path = save_checkpoint(src, tmp_path / "vqa.pth")
     assert set(torch.load(path, weights_only=True)) == {"model"}
-    dst = make_vqa(vqa_tokenizer, seed=6).eval()
+    dst = make_vqa(tiny_tokenizer, seed=6).eval()
     report = dst.load_checkpoint(path)
     assert report.clean, str(report)
     samples = {"image": vqa_images, "text_input": QUESTIONS}
@@ -81,7 +81,7 @@ def test_official_format_round_trip(vqa_tokenizer, vqa_images, tmp_path):
     assert dst.predict_answers(samples, inference_method="generate") == src.predict_answers(samples, inference_method="generate")
 
     # a checkpoint saved at 32 px loads at 48 px (pos_embed interpolated, nothing else touched)
-    big = make_vqa(vqa_tokenizer, seed=7, image_size=48).eval()
+    big = make_vqa(tiny_tokenizer, seed=7, image_size=48).eval()
     report = big.load_checkpoint(path)
     assert not report.missing and not report.unexpected and not report.mismatched
     assert [k for k, _, _ in report.interpolated] == ["visual_encoder.pos_embed"]
@@ -89,12 +89,12 @@ def test_official_format_round_trip(vqa_tokenizer, vqa_images, tmp_path):
     assert len(big.predict_answers({"image": torch.randn(2, 3, 48, 48), "text_input": QUESTIONS[:2]}, answer_list=answers)) == 2
 
 
-def test_tiny_type_builds_from_pretrained(vqa_tokenizer):
-    vocab_dir = vqa_tokenizer.vocab_file if hasattr(vqa_tokenizer, "vocab_file") else None
-    model = BlipVQA.from_pretrained("tiny", tokenizer=str(vocab_dir), med_overrides={"vocab_size": len(vqa_tokenizer)})
+def test_tiny_type_builds_from_pretrained(tiny_tokenizer):
+    vocab_dir = tiny_tokenizer.vocab_file if hasattr(tiny_tokenizer, "vocab_file") else None
+    model = BlipVQA.from_pretrained("tiny", tokenizer=str(vocab_dir), med_overrides={"vocab_size": len(tiny_tokenizer)})
     assert model.text_decoder.config.encoder_width == model.text_encoder.config.hidden_size
     assert model.text_encoder.config.encoder_width == model.visual_encoder.embed_dim
-    assert model.tokenizer.enc_token_id == vqa_tokenizer.enc_token_id
+    assert model.tokenizer.enc_token_id == tiny_tokenizer.enc_token_id
     assert BlipVQA.model_types() == ["aokvqa", "okvqa", "tiny", "vqav2"]
 
 

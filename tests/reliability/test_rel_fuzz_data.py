@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lavislite.common.errors import DataError
@@ -19,7 +19,10 @@ from lavislite.datasets.annotations import load_annotations
 from lavislite.datasets.datasets.caption_datasets import TRAIN_FIELDS
 from lavislite.datasets.datasets.vqa_datasets import answer_weights, load_answer_list
 from lavislite.processors.frame_sampling import STRATEGIES, sample_frame_indices
-from lavislite.processors.text_processors import BlipCaptionProcessor, BlipQuestionProcessor
+from lavislite.processors.text_processors import (
+    BlipCaptionProcessor,
+    BlipQuestionProcessor,
+)
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 BAD_BYTES = "@@NOT_UTF8@@"  # replaced by invalid UTF-8 bytes after encoding

@@ -5,7 +5,6 @@ covered by tests/runners; these tests add the cases that need a hard kill or a r
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from lavislite.common.checkpoint import CheckpointWriteError, atomic_save
 from lavislite.common.errors import CheckpointError
 from lavislite.runners import checkpointing
 from lavislite.train import run
-from tests.runners.runner_helpers import REPO, project, weights
+from tests.helpers.runners import REPO, project, weights
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 KEYS = dict(checkpoint_every_steps=2, max_epoch=2, test_splits=[])
@@ -135,7 +134,7 @@ def test_a_sigkilled_rank_ends_the_run_quickly_and_is_named(tmp_path):
     plugin.write_text(textwrap.dedent("""
         import os, signal
         from lavislite.common.registry import registry
-        from tests.runners.runner_toys import ToyTask
+        from tests.helpers.runner_toys import ToyTask
 
         @registry.register_task("rel_sigkill_task", force=True)
         class SigkillTask(ToyTask):
@@ -144,7 +143,7 @@ def test_a_sigkilled_rank_ends_the_run_quickly_and_is_named(tmp_path):
                     os.kill(os.getpid(), signal.SIGKILL)
                 return super().train_step(model, samples)
     """))
-    cfg = project(tmp_path, task="rel_sigkill_task", imports=["tests.runners.runner_toys", "rel_killer"], max_epoch=50,
+    cfg = project(tmp_path, task="rel_sigkill_task", imports=["tests.helpers.runner_toys", "rel_killer"], max_epoch=50,
                   batch_size_train=4, dist_timeout_s=20, toy_step_sleep=0.01)
     env = {**ENV, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}", "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)

@@ -14,7 +14,7 @@ import torch
 
 from lavislite.common import dist
 from lavislite.train import run
-from tests.runners.runner_helpers import REPO, project, weights
+from tests.helpers.runners import REPO, project, weights
 
 
 def torchrun(cfg: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import torch
 
 from lavislite.common.errors import CheckpointError
 from lavislite.train import run
-from tests.runners.runner_helpers import REPO, project, weights
+from tests.helpers.runners import REPO, project, weights
 
 
 def records(run_dir: str | Path) -> list[dict]:

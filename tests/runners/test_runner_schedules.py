@@ -14,7 +14,7 @@ from lavislite.runners.loop import group_size, steps_in_epoch
 from lavislite.runners.lr_schedulers import build_lr_scheduler
 from lavislite.runners.optim import build_optimizer, param_groups
 from lavislite.train import run
-from tests.runners.runner_helpers import project, weights
+from tests.helpers.runners import project, weights
 
 
 def sched(name: str, total: int = 11, **kw):
@@ -58,7 +58,7 @@ def test_constant_values():
 
 
 def test_param_groups_no_decay_for_bias_norm_and_frozen():
-    from tests.runners.runner_toys import ToyRegressor
+    from tests.helpers.runner_toys import ToyRegressor
 
     m = ToyRegressor(dim=4)
     groups = param_groups(m, 0.05)

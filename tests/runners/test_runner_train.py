@@ -11,7 +11,7 @@ import torch
 
 from lavislite.common.errors import ConfigError
 from lavislite.train import run
-from tests.runners.runner_helpers import project, weights
+from tests.helpers.runners import project, weights
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -143,7 +143,7 @@ def test_skip_bad_samples_reaches_the_builder(tmp_path):
 
     cfg = build_run_config(project(tmp_path), ["run.skip_bad_samples=true"])
     task = setup_task(cfg)
-    import tests.runners.runner_toys as toys
+    import tests.helpers.runner_toys as toys
 
     seen = []
     orig = toys.ToyBuilder.build_datasets
@@ -156,7 +156,7 @@ def test_skip_bad_samples_reaches_the_builder(tmp_path):
 
 
 def test_runner_reports_train_progress_to_tasks_that_ask(tmp_path, monkeypatch):
-    import tests.runners.runner_toys as toys
+    import tests.helpers.runner_toys as toys
 
     seen = []
     monkeypatch.setattr(toys.ToyTask, "set_train_progress", lambda self, e, i, n: seen.append((e, i, n)), raising=False)

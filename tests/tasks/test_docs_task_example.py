@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from lavislite.common.config import build_run_config
 from lavislite.common.errors import ConfigError
 from lavislite.common.registry import registry
-from task_testlib import ToyRetrieval
+from tests.helpers.tasks import ToyRetrieval
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +38,7 @@ def _project(tmp_path: Path, module: str, extra: str = "") -> Path:
         "model: {arch: blip_retrieval, model_type: tiny}\n"
         "datasets:\n  toy_regression: {}\n"
         "run:\n  task: zero_shot_classification\n"
-        f"  imports: [tests.runners.runner_toys, {module}]\n"
+        f"  imports: [tests.helpers.runner_toys, {module}]\n"
         "  class_names: [red, green, blue]\n  evaluate: true\n  test_splits: [test]\n" + extra
     )
     return path

@@ -3,19 +3,20 @@ need, and a model that lacks one fails when the task is started, naming the meth
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/tiny_blip.py
-
-from lavislite.common.errors import ConfigError  # noqa: E402
-from lavislite.common.registry import registry  # noqa: E402
-from lavislite.models.protocols import Captioner, FeatureExtractor, RetrievalModel, VQAModel, missing_methods, require  # noqa: E402
-from tiny_blip import build_tiny, tiny_tok  # noqa: E402, F401  (tiny_tok: fixture)
+from lavislite.common.errors import ConfigError
+from lavislite.common.registry import registry
+from lavislite.models.protocols import (
+    Captioner,
+    FeatureExtractor,
+    RetrievalModel,
+    VQAModel,
+    missing_methods,
+    require,
+)
 
 HEADS = {
     "blip_caption": (Captioner,),
@@ -35,9 +36,9 @@ def test_blip_heads_satisfy_their_contracts(arch):
         require(cls, [protocol], by="this test")
 
 
-def test_retrieval_heads_own_their_similarity(tiny_tok):  # noqa: F811  (the fixture)
+def test_retrieval_heads_own_their_similarity(build_tiny):
     """BLIP: one vector per image, the cosine of the normalised projections, float32 (n_img, n_txt)."""
-    model = build_tiny("blip_retrieval", tiny_tok).eval()
+    model = build_tiny("blip_retrieval").eval()
     with torch.no_grad():
         _, image_feats = model.encode_image(torch.randn(3, 3, 32, 32))
         text_feats, _, _ = model.encode_text(["a red circle", "two small shapes"])

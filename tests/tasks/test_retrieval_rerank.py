@@ -8,8 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lavislite.tasks.retrieval import FILL, RetrievalFeatures, dense_scores, encode_texts, query_shard, retrieval_scores
-from task_testlib import ToyRetrieval
+from lavislite.tasks.retrieval import (
+    FILL,
+    RetrievalFeatures,
+    dense_scores,
+    encode_texts,
+    query_shard,
+    retrieval_scores,
+)
+from tests.helpers.tasks import ToyRetrieval
 
 N_IMG, N_TXT = 7, 15
 
@@ -63,7 +70,7 @@ def tiny_blip_retrieval(tmp_path):
     from lavislite.common.config import model_type_config
     from lavislite.common.registry import registry
     from lavislite.models.tokenizer import init_tokenizer
-    from task_testlib import tokenizer_dir
+    from tests.helpers.tasks import tokenizer_dir
 
     cls = registry.get_model_class("blip_retrieval")
     tok = init_tokenizer(tokenizer_dir(tmp_path / "vocab"))

@@ -14,7 +14,7 @@ from lavislite.common.config import build_run_config
 from lavislite.models.tokenizer import init_tokenizer
 from lavislite.tasks import setup_task
 from lavislite.train import run
-from task_testlib import tokenizer_dir, write_karpathy, write_nlvr, write_vqa
+from tests.helpers.tasks import tokenizer_dir, write_karpathy, write_nlvr, write_vqa
 
 RUN = {
     "output_dir": None, "device": "cpu", "num_workers": 0, "batch_size_train": 4, "batch_size_eval": 4,

@@ -14,7 +14,7 @@ from lavislite.common.errors import DataError
 from lavislite.common.registry import registry
 from lavislite.processors.frame_sampling import sample_frame_indices
 from lavislite.processors.video_io import read_frames
-from video_testlib import world, write_video
+from tests.helpers.video import world, write_video
 
 
 @pytest.fixture(scope="module")

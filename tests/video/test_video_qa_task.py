@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from video_testlib import corrupt_copy, qa_yaml, tiny_model
+from tests.helpers.video import corrupt_copy, qa_yaml, tiny_model
 
 
 @pytest.mark.parametrize("method", ["rank", "generate"])

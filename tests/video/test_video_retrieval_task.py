@@ -17,7 +17,7 @@ from lavislite.common.errors import DataError
 from lavislite.common.registry import registry
 from lavislite.tasks.rerank import chunk_candidates
 from lavislite.tasks.retrieval import encode_frames
-from video_testlib import corrupt_copy, retrieval_yaml, tiny_model
+from tests.helpers.video import corrupt_copy, retrieval_yaml, tiny_model
 
 K = 3  # re-rank the top 3 of 6: the -100 fill is exercised
 

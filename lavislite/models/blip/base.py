@@ -90,6 +90,17 @@ class BlipBase(BaseModel):
             ids[:, 0] = first_token
         return ids, tok.attention_mask.to(self.device)
 
+    EXAMPLE_TEXTS = ("a picture of a red circle on the left", "two small blue squares", "a big green triangle",
+                     "a woman sitting on the beach with her dog")
+
+    def example_images(self, batch_size: int) -> torch.Tensor:
+        """Random images of the size the vision encoder was built for."""
+        size = tuple(self.visual_encoder.patch_embed.img_size)
+        return torch.randn(batch_size, 3, *size, device=self.device)
+
+    def example_texts(self, batch_size: int) -> list[str]:
+        return [self.EXAMPLE_TEXTS[i % len(self.EXAMPLE_TEXTS)] for i in range(batch_size)]
+
     # -- builders from config ---------------------------------------------------------------
     @classmethod
     def build_vision_encoder(cls, cfg: Any) -> tuple[torch.nn.Module, int]:

@@ -107,6 +107,10 @@ class BlipCaption(BlipBase):
         out, _ = self.forward_decoder(samples, self.forward_encoder(samples))
         return BlipOutput(loss=out.loss, loss_lm=out.loss)
 
+    def example_samples(self, batch_size: int = 2) -> dict[str, Any]:
+        """A random batch for ``forward`` (see BaseModel.example_samples)."""
+        return {"image": self.example_images(batch_size), "text_input": self.example_texts(batch_size)}
+
     # -- generation --------------------------------------------------------------------------
     def generate(
         self,

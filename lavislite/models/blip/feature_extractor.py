@@ -94,5 +94,9 @@ class BlipFeatureExtractor(BlipBase):
         out.multimodal_embeds = self.text_encoder(ids, mask, encoder_hidden_states=out.image_embeds).last_hidden_state
         return out
 
+    def example_samples(self, batch_size: int = 2) -> dict[str, Any]:
+        """A random batch for ``extract_features`` (see BaseModel.example_samples)."""
+        return {"image": self.example_images(batch_size), "text_input": self.example_texts(batch_size)}
+
 
 __all__ = ["BlipFeatureExtractor"]

@@ -94,6 +94,10 @@ class BlipITM(BlipRetrievalMethods, BlipBase):
             return image_feat @ text_feat.t()
         raise ConfigError(f"match_head={match_head!r}; use 'itm' (matching logits) or 'itc' (cosine similarity)")
 
+    def example_samples(self, batch_size: int = 2) -> dict[str, Any]:
+        """A random batch for ``forward`` (see BaseModel.example_samples)."""
+        return {"image": self.example_images(batch_size), "text_input": self.example_texts(batch_size)}
+
     @torch.no_grad()
     def match_probability(self, samples: dict) -> Tensor:
         """``softmax(itm logits)[:, 1]``: the probability that each text matches its image (the BLIP demo's score)."""

@@ -103,6 +103,11 @@ class BlipNLVR(BlipBase):
         loss = F.cross_entropy(logits, torch.as_tensor(samples["label"], device=logits.device).long())
         return BlipOutput(loss=loss, extras={"logits": logits})
 
+    def example_samples(self, batch_size: int = 2) -> dict[str, Any]:
+        """A random batch for ``forward`` (see BaseModel.example_samples)."""
+        return {"image0": self.example_images(batch_size), "image1": self.example_images(batch_size),
+                "text_input": self.example_texts(batch_size), "label": torch.arange(batch_size) % 2}
+
     @torch.no_grad()
     def predict(self, samples: dict) -> dict[str, Tensor | None]:
         """``{"predictions": argmax class (B,), "targets": samples['label'] or None}``."""

@@ -153,6 +153,10 @@ class BlipPretrain(MomentumContrastiveBase):
         loss = out["loss_itc"] + out["loss_itm"] + loss_lm
         return BlipOutput(loss=loss, loss_itc=out["loss_itc"], loss_itm=out["loss_itm"], loss_lm=loss_lm)
 
+    def example_samples(self, batch_size: int = 2) -> dict[str, Any]:
+        """A random batch for ``forward`` (see BaseModel.example_samples)."""
+        return {"image": self.example_images(batch_size), "text_input": self.example_texts(batch_size)}
+
     def _negative_weights(self, ctx: dict) -> tuple[Tensor, Tensor]:
         """BLIP_Pretrain: softmax over the batch columns of the ITC similarities, +1e-4, diagonal zeroed."""
         batch = ctx["batch"]

@@ -83,6 +83,11 @@ class BlipRetrieval(MomentumContrastiveBase):
         out = self.itc_itm_losses(image, texts, alpha, idx=idx)
         return BlipOutput(loss=out["loss_itc"] + out["loss_itm"], loss_itc=out["loss_itc"], loss_itm=out["loss_itm"])
 
+    def example_samples(self, batch_size: int = 2) -> dict[str, Any]:
+        """A random batch for ``forward`` (see BaseModel.example_samples)."""
+        return {"image": self.example_images(batch_size), "text_input": self.example_texts(batch_size),
+                "image_id": torch.arange(batch_size)}
+
     def _image_ids(self, samples: dict, batch: int) -> Tensor:
         ids = samples.get("image_id")
         if ids is None:

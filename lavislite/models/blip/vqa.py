@@ -141,6 +141,13 @@ class BlipVQA(BlipBase):
         loss = (weights * out.loss).sum() / batch
         return BlipOutput(loss=loss, loss_lm=loss)
 
+    def example_samples(self, batch_size: int = 2) -> dict[str, Any]:
+        """A random batch for ``forward`` (see BaseModel.example_samples)."""
+        answers = [["red", "blue"] if i % 2 == 0 else ["two"] for i in range(batch_size)]
+        return {"image": self.example_images(batch_size), "text_input": self.example_texts(batch_size),
+                "answer": [a for group in answers for a in group],
+                "weight": [1.0 / len(group) for group in answers for _ in group], "n_answers": [len(g) for g in answers]}
+
     def _tokenize_answers(self, answers: Sequence[str]) -> tuple[Tensor, Tensor]:
         # original: padding='longest', no truncation; cut only at the position limit, which no answer reaches
         tok = self.tokenizer(

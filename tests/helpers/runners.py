@@ -14,7 +14,7 @@ def project(tmp_path: Path, name: str = "toy", **run) -> Path:
     keys = {
         "task": "toy_regression_task",
         "runner": "runner_base",
-        "imports": ["tests.runners.runner_toys"],
+        "imports": ["tests.helpers.runner_toys"],
         "output_dir": str(tmp_path / "out"),
         "num_workers": 0,
         "batch_size_train": 8,

@@ -1,8 +1,7 @@
-"""Shared pieces of the inference CLI tests: a tiny tokenizer, tiny checkpoints, small images."""
+"""Helpers of the inference CLI tests: tiny checkpoints, small images, CLI flags."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,6 @@ from PIL import Image
 
 WORDS = ["red", "green", "blue", "square", "circle", "cross", "a", "picture", "of", "the", "is", "what", "color",
          "shape", "small", "big", "there", "on", "dark", "background", "yes", "no"]
-
-
-def make_tokenizer(root: Path) -> Path:
-    from lavislite.models.tokenizer import build_wordpiece_vocab
-
-    rng = random.Random(0)
-    build_wordpiece_vocab([" ".join(rng.choices(WORDS, k=8)) for _ in range(200)], 80, root)
-    return root
 
 
 def vocab_option(tokenizer: Path) -> list[str]:

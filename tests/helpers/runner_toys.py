@@ -1,5 +1,5 @@
 """A tiny model, dataset builder and task (linear regression on generated tensors) to test runners
-without BLIP. Registered on import (``run.imports: [tests.runners.runner_toys]``)."""
+without BLIP. Registered on import (``run.imports: [tests.helpers.runner_toys]``)."""
 
 from __future__ import annotations
 

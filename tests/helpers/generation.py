@@ -8,7 +8,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-
 # ---------------------------------------------------------------------------------------------
 # tiny GPT-2 (transformers 5.23) with a controllable eos logit
 

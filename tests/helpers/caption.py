@@ -1,33 +1,6 @@
-"""Helpers of the caption head tests (a unique module name: conftest.py is not importable by name)."""
+"""Helpers of the caption head tests: weight randomising, transformers configs, trimming."""
 
 import torch
-
-WORDS = (
-    "a picture of the red blue green yellow circle square triangle star on left right next to above below two "
-    "small big shapes table in row man woman dog sitting beach with her"
-).split()
-CAPTIONS = [
-    "a picture of a red circle on the left",
-    "a picture of two small blue squares",
-    "a picture of a big green triangle above a yellow star",
-    "a picture of a woman sitting on the beach with her dog",
-]
-
-
-def tiny_med(tok, **extra) -> dict:
-    return {"vocab_size": len(tok), **extra}
-
-
-def make_model(arch, tok, seed=0, **overrides):
-    """A tiny model of ``arch`` (random weights) on the test tokenizer, in eval mode."""
-    from lavislite.common.config import model_type_config
-    from lavislite.common.registry import registry
-
-    cls = registry.get_model_class(arch)
-    med = tiny_med(tok, **overrides.pop("med_overrides", {}))
-    cfg = model_type_config(cls, "tiny", {"med_overrides": med, **overrides})
-    torch.manual_seed(seed)
-    return cls.from_config(cfg.model, tokenizer=tok).eval()
 
 
 def randomise(model, seed, scale=0.15):
