@@ -6,7 +6,6 @@ and ``build_tiny``; import from here only what a fixture cannot give (the corpus
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from lavislite.common.config import model_type_config
 from lavislite.common.registry import registry
 
+# Every word the tiny-model tests write, so each is one token of a fixed vocabulary.
 WORDS = (
     "a picture of the red blue green yellow circle square triangle star on left right next to above below two "
     "small big shapes table in row man woman dog sitting beach with her"
@@ -25,16 +25,26 @@ CAPTIONS = [
     "a picture of a big green triangle above a yellow star",
     "a picture of a woman sitting on the beach with her dog",
 ]
-VOCAB_SIZE = 120
+EXTRA_WORDS = (
+    "an is are there what how many which image photo purple orange white black dark background color colour shape "
+    "cross three four dogs cat standing holding yes no tennis racket pizza bus train sky water down"
+).split()
 
 
 def write_tiny_vocab(out_dir: Path) -> Path:
-    """Train the tests' WordPiece vocabulary into ``out_dir`` (``vocab.txt``); return the directory."""
-    from lavislite.models.tokenizer import build_wordpiece_vocab
+    """Write the tests' fixed WordPiece vocabulary (``vocab.txt``) into ``out_dir``; return the directory.
 
-    rng = random.Random(0)
-    texts = [" ".join(rng.choices(WORDS, k=8)) for _ in range(400)] + CAPTIONS
-    build_wordpiece_vocab(texts, VOCAB_SIZE, out_dir)
+    Fixed, not trained: the trainer's tie-breaking varies between runs, and the tests must not.
+    Special tokens take ids 0..4, then whole words, then single letters and their ``##`` pieces.
+    """
+    from lavislite.models.tokenizer import SPECIAL_TOKENS
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    words = sorted(set(WORDS + EXTRA_WORDS) - set(letters))
+    tokens = SPECIAL_TOKENS + words + letters + [f"##{c}" for c in letters] + list(".,?!'-")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
     return out_dir
 
 
@@ -44,8 +54,11 @@ def make_tiny(arch: str, tokenizer: Any, seed: int = 0, model_type: str = "tiny"
     ``overrides`` replace keys of the model config; the text model's vocabulary follows the tokenizer.
     """
     cls = registry.get_model_class(arch)
-    med = {"vocab_size": len(tokenizer), **overrides.pop("med_overrides", {})}
-    cfg = model_type_config(cls, model_type, {"med_overrides": med, **overrides})
+    schema = model_type_config(cls, model_type, {}).model
+    # the text transformer's section: MED for BLIP, the Q-Former for BLIP-2
+    text_key = next(k for k in ("med_overrides", "qformer_overrides") if k in schema)
+    text = {"vocab_size": len(tokenizer), **overrides.pop(text_key, {})}
+    cfg = model_type_config(cls, model_type, {text_key: text, **overrides})
     torch.manual_seed(seed)
     return cls.from_config(cfg.model, tokenizer=tokenizer)
 

@@ -13,12 +13,19 @@ import torch
 
 from lavislite.models.blip2.convert import convert_hf_blip2_state_dict
 
+pytestmark = pytest.mark.single_thread  # tiny models: one intra-op thread
+
 Q, IMG = 4, 28
 TEXTS = ["a red circle on the left", "two small shapes", "an orange triangle"]
 
 
 def _hf_config(tok, stage1: bool = True):
-    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
+    from transformers import (
+        Blip2Config,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        OPTConfig,
+    )
 
     vision = Blip2VisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                                image_size=IMG, patch_size=14, layer_norm_eps=1e-5)
@@ -38,20 +45,20 @@ def _randomise(model, seed=0):
     return model.eval()
 
 
-def _ours(build_blip2, arch="blip2"):
-    return build_blip2(arch, image_size=IMG, num_query_token=Q, embed_dim=16,
+def _ours(build_tiny, arch="blip2"):
+    return build_tiny(arch, image_size=IMG, num_query_token=Q, embed_dim=16,
                        vit_overrides={"patch_size": 14, "embed_dim": 32, "depth": 2, "num_heads": 4,
                                       "mlp_ratio": 37 / 32, "layer_norm_eps": 1e-5},
                        qformer_overrides={"intermediate_size": 37}).eval()
 
 
 @pytest.fixture
-def pair(build_blip2, tiny_tok):
+def pair(build_tiny, tiny_tokenizer):
     from transformers import Blip2ForImageTextRetrieval
 
     torch.manual_seed(0)
-    hf = _randomise(Blip2ForImageTextRetrieval(_hf_config(tiny_tok)))
-    ours = _ours(build_blip2, "blip2_image_text_matching")
+    hf = _randomise(Blip2ForImageTextRetrieval(_hf_config(tiny_tokenizer)))
+    ours = _ours(build_tiny, "blip2_image_text_matching")
     report = ours.load_checkpoint(hf.state_dict())
     # transformers has no ITG head (Qformer.cls) and no temperature: those stay as built
     assert not report.unexpected and all(k.startswith("Qformer.cls.") or k == "temp" for k in report.missing), report
@@ -64,9 +71,9 @@ def _inputs(tok):
     return image, enc.input_ids, enc.attention_mask
 
 
-def test_itm_logits_equal_transformers(pair, tiny_tok):
+def test_itm_logits_equal_transformers(pair, tiny_tokenizer):
     hf, ours = pair
-    image, ids, mask = _inputs(tiny_tok)
+    image, ids, mask = _inputs(tiny_tokenizer)
     with torch.no_grad():
         ref = hf(pixel_values=image, input_ids=ids, attention_mask=mask, use_image_text_matching_head=True).logits_per_image
         logits = ours({"image": image, "text_input": TEXTS}, match_head="itm")
@@ -76,9 +83,9 @@ def test_itm_logits_equal_transformers(pair, tiny_tok):
     torch.testing.assert_close(match, ref[:, 1], atol=1e-5, rtol=1e-5)
 
 
-def test_itc_scores_equal_transformers(pair, tiny_tok):
+def test_itc_scores_equal_transformers(pair, tiny_tokenizer):
     hf, ours = pair
-    image, ids, mask = _inputs(tiny_tok)
+    image, ids, mask = _inputs(tiny_tokenizer)
     with torch.no_grad():
         ref = hf(pixel_values=image, input_ids=ids, attention_mask=mask, use_image_text_matching_head=False).logits_per_image
         _, image_feats = ours.encode_image(image)
@@ -90,14 +97,14 @@ def test_itc_scores_equal_transformers(pair, tiny_tok):
     torch.testing.assert_close(paired[:, 0], ref.diagonal(), atol=1e-5, rtol=1e-5)
 
 
-def test_vision_tower_and_qformer_features_equal_transformers(build_blip2, tiny_tok):
+def test_vision_tower_and_qformer_features_equal_transformers(build_tiny, tiny_tokenizer):
     """``Blip2Model``: its vision model (= ln_vision(EVA ViT)) and ``get_qformer_features`` (the query pass);
     its language-model keys are reported unexpected by name, as this stage-1 model has no LLM."""
     from transformers import Blip2Model
 
     torch.manual_seed(0)
-    hf = _randomise(Blip2Model(_hf_config(tiny_tok, stage1=False)), seed=3)
-    ours = _ours(build_blip2)
+    hf = _randomise(Blip2Model(_hf_config(tiny_tokenizer, stage1=False)), seed=3)
+    ours = _ours(build_tiny)
     # a stage-2 Blip2Model holds no Q-Former text side or ITC/ITM heads: a partial load on purpose
     report = ours.load_checkpoint(hf.state_dict(), strict=False)
     assert report.unexpected and all(k.startswith(("language_model.", "language_projection.")) for k in report.unexpected)

@@ -6,6 +6,8 @@ import torch
 from lavislite.common.errors import ConfigError
 from lavislite.models.blip2.qformer import stage1_attention_mask
 
+pytestmark = pytest.mark.single_thread  # tiny models: one intra-op thread
+
 TEXT_MASK = torch.tensor([[1, 1, 1, 0]])
 
 HAND = {
@@ -42,9 +44,9 @@ def test_mask_errors():
         stage1_attention_mask("itc", TEXT_MASK[0], 2)
 
 
-def test_itc_joint_pass_equals_separate_passes(build_blip2):
+def test_itc_joint_pass_equals_separate_passes(build_tiny):
     """The uni-modal mask over [queries; text] in one pass gives LAVIS's two separate ITC passes."""
-    model = build_blip2().eval()
+    model = build_tiny("blip2").eval()
     image = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ids, mask = model.tokenize(["a red circle", "two small shapes on a table"], padding="longest")
     q = model.num_query_token

@@ -6,6 +6,8 @@ import torch
 from lavislite.common.errors import CheckpointError, ConfigError, DataError
 from lavislite.common.registry import registry
 
+pytestmark = pytest.mark.single_thread  # tiny models: one intra-op thread
+
 TEXTS = ["a red circle on the left", "a blue square next to a green triangle", "two small shapes on a table",
          "three green squares in a row"]
 
@@ -23,25 +25,29 @@ def test_registry_names_and_types():
 
 
 def test_heads_satisfy_the_retrieval_and_feature_contracts():
-    from lavislite.models.protocols import FeatureExtractor, RetrievalModel, missing_methods
+    from lavislite.models.protocols import (
+        FeatureExtractor,
+        RetrievalModel,
+        missing_methods,
+    )
 
     for name in ("blip2", "blip2_feature_extractor", "blip2_image_text_matching"):
         assert missing_methods(registry.get_model_class(name), [RetrievalModel, FeatureExtractor]) == []
 
 
-def test_itm_head_names_itself_in_its_config(tiny_tok):
+def test_itm_head_names_itself_in_its_config(tiny_tokenizer):
     """The ITM head shares blip2's yamls (as in LAVIS); the config it was built from (which a model folder
     saves) names the ITM head, so it reloads as one."""
     from lavislite.common.config import model_type_config
 
     cls = registry.get_model_class("blip2_image_text_matching")
-    cfg = model_type_config(cls, "tiny", {"qformer_overrides": {"vocab_size": len(tiny_tok)}})
+    cfg = model_type_config(cls, "tiny", {"qformer_overrides": {"vocab_size": len(tiny_tokenizer)}})
     assert cfg.model.arch == "blip2"
-    assert type(cls.from_config(cfg.model, tokenizer=tiny_tok)) is cls and cfg.model.arch == "blip2_image_text_matching"
+    assert type(cls.from_config(cfg.model, tokenizer=tiny_tokenizer)) is cls and cfg.model.arch == "blip2_image_text_matching"
 
 
-def test_forward_losses_gradients_and_frozen_encoder(build_blip2):
-    model = build_blip2().train()
+def test_forward_losses_gradients_and_frozen_encoder(build_tiny):
+    model = build_tiny("blip2").train()
     torch.manual_seed(0)
     out = model(_batch())
     assert torch.allclose(out.loss, out.loss_itc + out.loss_itm + out.loss_lm)
@@ -55,8 +61,8 @@ def test_forward_losses_gradients_and_frozen_encoder(build_blip2):
     assert not trainable & {id(p) for p in model.visual_encoder.parameters()}
 
 
-def test_losses_fall_in_a_short_training(build_blip2):
-    model = build_blip2(seed=1).train()
+def test_losses_fall_in_a_short_training(build_tiny):
+    model = build_tiny("blip2", seed=1).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     batch = _batch()
     first = None
@@ -72,15 +78,15 @@ def test_losses_fall_in_a_short_training(build_blip2):
         assert last[name] < first[name], (name, first[name], last[name])
 
 
-def test_image_ids_give_soft_itc_targets(build_blip2):
-    model = build_blip2().train()
+def test_image_ids_give_soft_itc_targets(build_tiny):
+    model = build_tiny("blip2").train()
     torch.manual_seed(0)
     out = model({**_batch(), "image_id": torch.tensor([0, 0, 1, 2])})  # two captions of one image
     assert torch.isfinite(out.loss)
 
 
-def test_extract_features_shapes(build_blip2):
-    model = build_blip2().eval()
+def test_extract_features_shapes(build_tiny):
+    model = build_tiny("blip2").eval()
     q = model.num_query_token
     f = model.extract_features(_batch(), mode="image")
     assert f.image_embeds.shape == (4, q, 32) and f.image_embeds_proj.shape == (4, q, 16)
@@ -95,10 +101,10 @@ def test_extract_features_shapes(build_blip2):
         model.extract_features({"image": _batch()["image"]}, mode="text")
 
 
-def test_retrieval_contract_grouped_itm_and_itc(build_blip2):
+def test_retrieval_contract_grouped_itm_and_itc(build_tiny):
     """``itm_logits`` on r texts per image (grouped cross-attention) equals the repeated images; ITC is the
     max over queries of the cosine, consistent with the ITM head's paired ``itc``."""
-    model = build_blip2("blip2_image_text_matching").eval()
+    model = build_tiny("blip2_image_text_matching").eval()
     batch = _batch()
     with torch.no_grad():
         tokens, image_feats = model.encode_image(batch["image"][:2])
@@ -114,10 +120,10 @@ def test_retrieval_contract_grouped_itm_and_itc(build_blip2):
         model.itm_logits(tokens, ids, mask, image_atts=torch.zeros(2, tokens.shape[1]))
 
 
-def test_lavis_pth_round_trip_and_mismatch_named(build_blip2, tmp_path):
+def test_lavis_pth_round_trip_and_mismatch_named(build_tiny, tmp_path):
     """A LAVIS-format .pth ({'model': state_dict} with LAVIS's key names) loads with nothing missing or
     unexpected and gives the same outputs; a foreign key is reported by name."""
-    src = build_blip2(seed=3).eval()
+    src = build_tiny("blip2", seed=3).eval()
     path = tmp_path / "blip2_lavis.pth"
     torch.save({"model": src.state_dict()}, path)
     keys = set(src.state_dict())
@@ -125,13 +131,13 @@ def test_lavis_pth_round_trip_and_mismatch_named(build_blip2, tmp_path):
             "Qformer.bert.encoder.layer.0.intermediate_query.dense.weight", "Qformer.cls.predictions.bias",
             "visual_encoder.blocks.0.attn.q_bias", "vision_proj.weight", "itm_head.weight"} <= keys
     assert "Qformer.bert.encoder.layer.1.crossattention.self.key.weight" not in keys  # every second layer
-    dst = build_blip2(seed=4).eval()
+    dst = build_tiny("blip2", seed=4).eval()
     report = dst.load_checkpoint(str(path), strict=True)
     assert not report.missing and not report.unexpected and not report.mismatched
     with torch.no_grad():
         torch.testing.assert_close(dst.extract_features(_batch(), "image").image_embeds_proj,
                                    src.extract_features(_batch(), "image").image_embeds_proj)
-    fast = build_blip2(seed=5, checkpoint=str(path)).eval()  # from_config: built on the meta device, then loaded
+    fast = build_tiny("blip2", seed=5, checkpoint=str(path)).eval()  # from_config: built on the meta device, then loaded
     with torch.no_grad():
         torch.testing.assert_close(fast.extract_features(_batch(), "image").image_embeds_proj,
                                    src.extract_features(_batch(), "image").image_embeds_proj)
@@ -141,13 +147,13 @@ def test_lavis_pth_round_trip_and_mismatch_named(build_blip2, tmp_path):
         dst.load_checkpoint(sd, strict=True)
 
 
-def test_vision_checkpoint_file_and_resolution_change(build_blip2, tmp_path):
+def test_vision_checkpoint_file_and_resolution_change(build_tiny, tmp_path):
     """The ViT from its own file (bare keys, one block more than built, a 16 px grid): the extra block is
     dropped, the position embedding resized to 32 px."""
-    donor = build_blip2(seed=5, image_size=16, vit_overrides={"depth": 3}).visual_encoder
+    donor = build_tiny("blip2", seed=5, image_size=16, vit_overrides={"depth": 3}).visual_encoder
     path = tmp_path / "eva_vit_tiny.pth"
     torch.save(donor.state_dict(), path)
-    model = build_blip2(seed=6, vit_checkpoint=str(path))
+    model = build_tiny("blip2", seed=6, vit_checkpoint=str(path))
     torch.testing.assert_close(model.visual_encoder.blocks[1].attn.qkv.weight, donor.blocks[1].attn.qkv.weight)
     assert model.visual_encoder.pos_embed.shape == (1, 17, 32)
     torch.testing.assert_close(model.visual_encoder.pos_embed[:, 0], donor.pos_embed[:, 0])

@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from lavislite.common.errors import ConfigError, DataError
-from lavislite.models.blip2.vision import build_vision_encoder, create_clip_vit_l, create_eva_vit_g, resize_position_embedding
+from lavislite.models.blip2.vision import (
+    build_vision_encoder,
+    create_clip_vit_l,
+    create_eva_vit_g,
+    resize_position_embedding,
+)
+
+pytestmark = pytest.mark.single_thread  # tiny models: one intra-op thread
 
 
 def _clip_from_hf(hf_state: dict) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+import torch
 from torch import Tensor, nn
 
 from lavislite.common.errors import ConfigError, DataError
@@ -132,6 +133,13 @@ class Blip2Base(BaseModel):
     @property
     def num_query_token(self) -> int:
         return self.query_tokens.shape[1]
+
+    def example_samples(self, batch_size: int = 2) -> dict[str, Any]:
+        """A random batch for ``forward`` (see BaseModel.example_samples)."""
+        size = self.visual_encoder.img_size
+        texts = ("a picture of a red circle on the left", "two small blue squares")
+        return {"image": torch.randn(batch_size, 3, size, size, device=self.device),
+                "text_input": [texts[i % len(texts)] for i in range(batch_size)]}
 
     # -- checkpoints -----------------------------------------------------------------------------
     def load_vision_checkpoint(self, source: Any, strict: bool = False) -> Any:
