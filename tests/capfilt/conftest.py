@@ -1,18 +1,14 @@
-"""Session fixtures: a tiny tokenizer and tiny random captioner / ITM checkpoints (built once)."""
+"""Session fixtures: tiny random captioner / ITM checkpoints on the shared tiny tokenizer (built once)."""
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from capfilt_testlib import make_checkpoint, make_tokenizer
+from tests.helpers.capfilt import make_checkpoint
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory):
+def models(tmp_path_factory, tiny_tokenizer_dir):
     root = tmp_path_factory.mktemp("capfilt_models")
-    tok = make_tokenizer(root / "vocab")
+    tok = tiny_tokenizer_dir
     return {"tok": tok, "cap": make_checkpoint("blip_caption", tok, root / "cap.pth"),
             "itm": make_checkpoint("blip_image_text_matching", tok, root / "itm.pth", seed=1)}

@@ -8,9 +8,9 @@ import sys
 import time
 
 import yaml
-from capfilt_testlib import config, tree_bytes, write_shard
 
 from lavislite.capfilt import load_config, run
+from tests.helpers.capfilt import config, tree_bytes, write_shard
 
 N_SHARDS = 6
 

@@ -4,10 +4,10 @@ import json
 import tarfile
 
 import pytest
-from capfilt_testlib import config, tree_bytes, write_shard
 
 from lavislite.capfilt import load_config, run
 from lavislite.common.errors import ConfigError
+from tests.helpers.capfilt import config, tree_bytes, write_shard
 
 
 @pytest.fixture
@@ -99,7 +99,8 @@ def test_ablation_switches(tmp_path, models, shards):
 
 def test_json_input_and_beam(tmp_path, models):
     import numpy as np
-    from capfilt_testlib import png_bytes
+
+    from tests.helpers.capfilt import png_bytes
 
     rng = np.random.default_rng(0)
     (tmp_path / "imgs").mkdir()

@@ -11,7 +11,8 @@ import torch
 from lavislite.api import load_model
 from lavislite.common.checkpoint import save_checkpoint
 from lavislite.common.errors import CheckpointError
-from tests.tiny_blip import TEXTS, _one_thread  # noqa: F401  (autouse fixture)
+
+pytestmark = pytest.mark.single_thread  # tiny models: one intra-op thread
 
 TINY_VIT = {"embed_dim": 32, "depth": 2, "num_heads": 4, "patch_size": 8}
 TINY_MED = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
@@ -19,12 +20,8 @@ TINY_MED = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
 
 
 @pytest.fixture(scope="module")
-def vocab_dir(tmp_path_factory):
-    from lavislite.models.tokenizer import build_wordpiece_vocab
-
-    out = tmp_path_factory.mktemp("garbage_vocab")
-    build_wordpiece_vocab(TEXTS, 120, out)
-    return str(out)
+def vocab_dir(tiny_tokenizer_dir):
+    return str(tiny_tokenizer_dir)
 
 
 def _caption(vocab_dir, **over):

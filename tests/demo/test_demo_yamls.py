@@ -4,8 +4,6 @@ the processor's own) hold."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from doc_examples import NOT_RUN, REPO, collect  # noqa: E402
+from tests.helpers.doc_examples import NOT_RUN, REPO, collect
 
 EXAMPLES = collect()
 

@@ -14,7 +14,12 @@ from omegaconf import OmegaConf
 from lavislite.common.config import load_yaml, model_type_config
 from lavislite.common.errors import ConfigError
 from lavislite.common.registry import registry
-from tests.foundation.snapshot_model_configs import FAMILY_DIR, SNAPSHOT, canonical, resolved_model_configs
+from tests.foundation.snapshot_model_configs import (
+    FAMILY_DIR,
+    SNAPSHOT,
+    canonical,
+    resolved_model_configs,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -125,11 +125,11 @@ def test_offline_weights_say_where_to_put_the_file(tmp_path, tiny_tokenizer_dir,
     assert "offline" in err and url in err and "--checkpoint PATH" in err
 
 
-def test_missing_tokenizer_names_the_flag(tmp_path, ckpt, tok_dir, capsys):
+def test_missing_tokenizer_names_the_flag(tmp_path, ckpt, tiny_tokenizer_dir, capsys):
     write_images(tmp_path, 1)
     # the vocabulary is sized to fit the checkpoint (else the load itself is refused, naming the vocabulary)
     rc = main(["caption", str(tmp_path), "--model", "blip_caption:tiny", "--checkpoint", str(ckpt("blip_caption")),
-               *vocab_option(tok_dir)])
+               *vocab_option(tiny_tokenizer_dir)])
     err = capsys.readouterr().err
     assert rc == 2 and "--tokenizer DIR" in err
 

@@ -8,8 +8,8 @@ import json
 import os
 from pathlib import Path
 
-from inference_testlib import write_images
 from lavislite.cli import main
+from tests.helpers.inference import write_images
 
 FAST = ["--max-length", "6", "--min-length", "2", "--beams", "1", "--batch-size", "2", "-q"]
 

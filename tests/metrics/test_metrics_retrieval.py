@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from lavislite.common.errors import DataError
-from lavislite.metrics.retrieval import i2t_t2i_recall, retrieval_ranks, video_text_recall
+from lavislite.metrics.retrieval import (
+    i2t_t2i_recall,
+    retrieval_ranks,
+    video_text_recall,
+)
 
 
 def _blip_itm_eval_ranks(scores_i2t, scores_t2i, img2txt, txt2img):

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from lavislite.common.errors import DataError
-from lavislite.metrics.vqa import exact_match_accuracy, normalize_answer, vqa_accuracy, vqa_score
+from lavislite.metrics.vqa import (
+    exact_match_accuracy,
+    normalize_answer,
+    vqa_accuracy,
+    vqa_score,
+)
 
 
 @pytest.mark.parametrize(

@@ -159,12 +159,16 @@ def test_vision_checkpoint_file_and_resolution_change(build_tiny, tmp_path):
     torch.testing.assert_close(model.visual_encoder.pos_embed[:, 0], donor.pos_embed[:, 0])
 
 
-def test_retrieval_task_scores_on_blip2(build_blip2):
+def test_retrieval_task_scores_on_blip2(build_tiny):
     """The retrieval task's ITC-then-ITM re-ranking runs on BLIP-2's features (32-query max inside the model):
     each re-ranked score is the pair's ITM logit plus its ITC similarity."""
-    from lavislite.tasks.retrieval import RetrievalFeatures, encode_texts, retrieval_scores
+    from lavislite.tasks.retrieval import (
+        RetrievalFeatures,
+        encode_texts,
+        retrieval_scores,
+    )
 
-    model = build_blip2("blip2_image_text_matching").eval()
+    model = build_tiny("blip2_image_text_matching").eval()
     with torch.no_grad():
         tokens, image_feats = model.encode_image(_batch()["image"][:3])
         text_feats, ids, atts = encode_texts(model, TEXTS)

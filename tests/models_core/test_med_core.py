@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from lavislite.common.errors import ConfigError
-from lavislite.models.med import BertLMHeadModel, BertModel, MedConfig, MedKVCache, reorder_cache
+from lavislite.models.med import (
+    BertLMHeadModel,
+    BertModel,
+    MedConfig,
+    MedKVCache,
+    reorder_cache,
+)
 
 TINY = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=32, encoder_width=24)

@@ -41,7 +41,10 @@ def _to_med_key(hf_key: str) -> str:
 
 def _pair(text_input: bool = True, seed: int = 0):
     """A transformers Q-Former (+ its text embeddings) with random weights and a MED holding the same weights."""
-    from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2TextEmbeddings
+    from transformers.models.blip_2.modeling_blip_2 import (
+        Blip2QFormerModel,
+        Blip2TextEmbeddings,
+    )
 
     torch.manual_seed(seed)
     hf = Blip2QFormerModel(_hf_config(text_input)).eval()

@@ -7,13 +7,17 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from lavislite.common.checkpoint import load_checkpoint, read_state_dict, save_checkpoint
+from lavislite.common.checkpoint import (
+    load_checkpoint,
+    read_state_dict,
+    save_checkpoint,
+)
 from lavislite.common.config import model_type_config
 from lavislite.common.errors import CheckpointError
 from lavislite.common.registry import registry
 from lavislite.models.base_model import BaseModel
-from tests.tiny_blip import _one_thread  # noqa: F401  (autouse fixture)
-from tests.tiny_blip import tiny_tok  # noqa: F401  (fixture; test arguments of that name use it)
+
+pytestmark = pytest.mark.single_thread  # tiny models: one intra-op thread
 
 
 @pytest.fixture
@@ -111,23 +115,23 @@ def test_vision_encoder_factory_builds_blip_vit_as_before():
     assert "blip_vit" in registry.list_vision_encoders()
 
 
-def test_a_registered_vision_encoder_replaces_the_vit(registered, tiny_tok):
+def test_a_registered_vision_encoder_replaces_the_vit(registered, tiny_tokenizer):
     registered(registry.vision_encoders, "toy_conv", lambda cfg: (TinyConvEncoder(int(cfg.get("toy_width", 32))), 32))
     cls = registry.get_model_class("blip_caption")
-    model = cls.from_config(_tiny_caption_cfg(vision_encoder="toy_conv", med_overrides={"vocab_size": len(tiny_tok),
+    model = cls.from_config(_tiny_caption_cfg(vision_encoder="toy_conv", med_overrides={"vocab_size": len(tiny_tokenizer),
                             "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}),
-                            tokenizer=tiny_tok)
+                            tokenizer=tiny_tokenizer)
     assert isinstance(model.visual_encoder, TinyConvEncoder)
     out = model.generate({"image": torch.rand(1, 3, 32, 32)}, num_beams=1, max_length=14)
     assert len(out) == 1
 
 
-def test_a_registered_tokenizer_is_used_by_a_head(registered, tiny_tok):
+def test_a_registered_tokenizer_is_used_by_a_head(registered, tiny_tokenizer):
     calls = []
 
     def load(source):
         calls.append(source)
-        return tiny_tok
+        return tiny_tokenizer
 
     registered(registry.tokenizers, "toy_tokenizer", load)
 
@@ -135,6 +139,6 @@ def test_a_registered_tokenizer_is_used_by_a_head(registered, tiny_tok):
         TOKENIZER = "toy_tokenizer"
 
     model = OwnTokenizerCaption.from_config(_tiny_caption_cfg(tokenizer="/some/vocab", med_overrides={
-        "vocab_size": len(tiny_tok), "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}))
-    assert model.tokenizer is tiny_tok and calls == ["/some/vocab"]
+        "vocab_size": len(tiny_tokenizer), "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}))
+    assert model.tokenizer is tiny_tokenizer and calls == ["/some/vocab"]
     assert "bert_wordpiece" in registry.list_tokenizers()

@@ -8,8 +8,9 @@ import torch
 from lavislite.api import load_model
 from lavislite.common.errors import ConfigError
 from lavislite.models.precision import apply_dtype
-from tests.tiny_blip import _one_thread, build_tiny  # noqa: F401  (autouse fixture)
-from tests.tiny_blip import tiny_tok  # noqa: F401  (fixture; test arguments of that name use it)
+from tests.helpers.tiny import make_tiny
+
+pytestmark = pytest.mark.single_thread  # tiny models: one intra-op thread
 
 IMAGES = torch.rand(2, 3, 32, 32)
 
@@ -19,11 +20,11 @@ def _dtypes(module):
 
 
 @pytest.fixture
-def caption(tiny_tok):
-    return build_tiny("blip_caption", tiny_tok)
+def caption(tiny_tokenizer):
+    return make_tiny("blip_caption", tiny_tokenizer)
 
 
-def test_one_dtype_for_the_whole_model(tiny_tok):
+def test_one_dtype_for_the_whole_model(tiny_tokenizer):
     model = load_model("blip_caption", "tiny", dtype="bf16", med_overrides={"vocab_size": 30524})
     assert _dtypes(model) == {torch.bfloat16}
 

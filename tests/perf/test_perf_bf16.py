@@ -120,7 +120,11 @@ def test_bf16_captions_identical_on_trained_model(trained_captioner, images, num
 
 
 def test_bf16_itm_rerank_within_tolerance(perf_tok, images):
-    from lavislite.tasks.retrieval import RetrievalFeatures, encode_texts, retrieval_scores
+    from lavislite.tasks.retrieval import (
+        RetrievalFeatures,
+        encode_texts,
+        retrieval_scores,
+    )
 
     model = tiny("blip_retrieval", perf_tok)
     m16 = bf16_copy(model)

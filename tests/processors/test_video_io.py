@@ -1,12 +1,10 @@
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 from lavislite.common.errors import ConfigError, DataError
-from lavislite.processors import load_processor, read_frames
-from lavislite.processors import video_io
+from lavislite.processors import load_processor, read_frames, video_io
 from lavislite.processors.image_processors import CLIP_MEAN, CLIP_STD
 
 BACKENDS = ["decord", "opencv"]

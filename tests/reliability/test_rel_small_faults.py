@@ -4,16 +4,12 @@ section, a resume checkpoint holding pickled code, a video whose tail cannot be 
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from lavislite.common.config import build_run_config
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_rel_untrusted_files import Exploit  # noqa: E402
+from tests.reliability.test_rel_untrusted_files import Exploit
 
 
 def test_empty_datasets_section_is_accepted(tmp_path):
@@ -43,8 +39,9 @@ def test_resume_with_pickled_code_gets_lavislites_refusal(tmp_path):
 
 
 def test_video_with_unreadable_tail_warns_naming_file_and_frames(tmp_path, monkeypatch, caplog):
+    from tests.helpers.video import write_video
+
     from lavislite.processors import video_io
-    from tests.video.video_testlib import write_video
 
     clip = write_video(tmp_path / "clip.mp4", n_frames=16)
     real_init = video_io._OpenCVReader.__init__

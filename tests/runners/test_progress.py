@@ -7,10 +7,15 @@ import logging
 import sys
 
 import pytest
+from tests.helpers.runners import project
 
 from lavislite.common import logging as run_logging
-from lavislite.common.logging import PROGRESS_LOGGER, configure_progress, progress, progress_line
-from tests.runners.runner_helpers import project
+from lavislite.common.logging import (
+    PROGRESS_LOGGER,
+    configure_progress,
+    progress,
+    progress_line,
+)
 
 
 @pytest.fixture

@@ -1,24 +1,16 @@
 """Session fixtures for the serving tests: one tiny tokenizer and tiny seeded checkpoints of the retrieval,
 caption and VQA heads (built once), their specs, and small image folders."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-
-from inference_testlib import make_checkpoint, make_tokenizer, vocab_option
+from tests.helpers.inference import make_checkpoint, vocab_option
 
 
 @pytest.fixture(scope="session")
-def serve_tok(tmp_path_factory):
-    return make_tokenizer(tmp_path_factory.mktemp("serve_vocab"))
-
-
-@pytest.fixture(scope="session")
-def spec_of(tmp_path_factory, serve_tok):
+def spec_of(tmp_path_factory, tiny_tokenizer_dir):
     """``spec_of("blip_retrieval", seed=0) -> ModelSpec`` of a tiny seeded checkpoint (cached)."""
     from lavislite.serve.identity import ModelSpec
 
@@ -27,8 +19,8 @@ def spec_of(tmp_path_factory, serve_tok):
 
     def get(name: str, seed: int = 0) -> ModelSpec:
         if (name, seed) not in made:
-            ckpt = make_checkpoint(name, serve_tok, root / f"{name}_{seed}.pth", seed=seed)
-            made[name, seed] = ModelSpec(name, "tiny", str(ckpt), str(serve_tok), tuple(vocab_option(serve_tok)[1:]))
+            ckpt = make_checkpoint(name, tiny_tokenizer_dir, root / f"{name}_{seed}.pth", seed=seed)
+            made[name, seed] = ModelSpec(name, "tiny", str(ckpt), str(tiny_tokenizer_dir), tuple(vocab_option(tiny_tokenizer_dir)[1:]))
         return made[name, seed]
 
     return get

@@ -157,7 +157,7 @@ def test_paths_outside_the_image_roots_are_refused(server, good_image, path):
     assert post(url, "/api/caption", {"path": "scene01.png"}).status_code == 200
 
 
-def test_demo_run_folders_serve_by_default(tmp_path, spec_of, serve_tok):
+def test_demo_run_folders_serve_by_default(tmp_path, spec_of, tiny_tokenizer_dir):
     """`lavislite serve` without model flags loads each stage's newest run of a demo folder (config.yaml + weights)."""
     import shutil
 
@@ -173,7 +173,7 @@ def test_demo_run_folders_serve_by_default(tmp_path, spec_of, serve_tok):
         run.mkdir(parents=True)
         shutil.copy(spec_of(name).checkpoint, run / "model_weights.pth")
         vocab = int(spec_of(name).options[0].split("=")[1])
-        model = {"arch": name, "model_type": "tiny", "tokenizer": str(serve_tok), "checkpoint": "/elsewhere/pretrain.pth",
+        model = {"arch": name, "model_type": "tiny", "tokenizer": str(tiny_tokenizer_dir), "checkpoint": "/elsewhere/pretrain.pth",
                  "load_finetuned": False, "image_size": 32, "med_overrides": {"vocab_size": vocab}}
         (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "run": {"task": stage}}))
     args = build_parser().parse_args(["serve", "--demo", str(demo)])

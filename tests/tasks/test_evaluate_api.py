@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.helpers.tasks import tokenizer_dir, write_karpathy
 
 import lavislite
 from lavislite.common.config import build_run_config
@@ -15,7 +16,6 @@ from lavislite.common.errors import ConfigError
 from lavislite.models.tokenizer import init_tokenizer
 from lavislite.tasks import setup_task
 from lavislite.train import run
-from task_testlib import tokenizer_dir, write_karpathy
 
 EVAL_PROC = {"name": "blip_image_eval", "image_size": 32}
 

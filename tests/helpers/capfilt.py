@@ -14,14 +14,6 @@ from PIL import Image
 WORDS = ["red", "green", "blue", "square", "circle", "cross", "a", "picture", "of", "the", "small", "big", "on", "left", "right"]
 
 
-def make_tokenizer(root: Path) -> Path:
-    from lavislite.models.tokenizer import build_wordpiece_vocab
-
-    rng = random.Random(0)
-    build_wordpiece_vocab([" ".join(rng.choices(WORDS, k=8)) for _ in range(200)], 80, root)
-    return root
-
-
 def make_checkpoint(name: str, tokenizer: Path, path: Path, seed: int = 0) -> Path:
     import torch
 
