@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-
-import sys
 
 import numpy as np
 import torch
@@ -43,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 import retrieval as R  # noqa: E402  (the per-query loop of image retrieval: a video is an image of T*N tokens)
+
 COLORS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0), (255, 255, 255), (0, 128, 255)]
 NAMES = ["red", "green", "blue", "yellow", "purple", "cyan", "white", "orange"]
 

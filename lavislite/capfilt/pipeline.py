@@ -150,8 +150,8 @@ def _remove_stale_temps(out_dir: Path, name: str) -> None:
 
 def run(cfg: CapFiltConfig) -> RunResult:
     """Bootstrap every input shard (this rank's share under torchrun); see the module docstring."""
-    from lavislite.inference import sharding
     from lavislite.common.utils import resolve_device
+    from lavislite.inference import sharding
 
     device = resolve_device(cfg.device, what="run.device")
     part = sharding.init(device)

@@ -111,8 +111,8 @@ def _read_texts(paths) -> list[tuple[str, str]]:
 def _run_text(args: argparse.Namespace) -> int:
     import time
 
-    from lavislite.inference import sharding
     from lavislite.common.utils import resolve_device
+    from lavislite.inference import sharding
     from lavislite.inference.loading import load
     from lavislite.inference.output import summary
     from lavislite.inference.runner import RunStats

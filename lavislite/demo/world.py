@@ -28,8 +28,21 @@ import numpy as np
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.demo.shapes import (
-    COLORS, DIRECTIONS, PLURALS, POSITIONS, SHAPES, SIZES, Clip, Obj, Scene,
-    render_clip, render_scene, sample_clip, sample_scene, save_image, write_video,
+    COLORS,
+    DIRECTIONS,
+    PLURALS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Clip,
+    Obj,
+    Scene,
+    render_clip,
+    render_scene,
+    sample_clip,
+    sample_scene,
+    save_image,
+    write_video,
 )
 
 WORLD_VERSION = 2  # bump when the generator's output changes, so old caches are regenerated

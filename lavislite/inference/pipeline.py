@@ -7,10 +7,10 @@ import argparse
 import logging
 from typing import Any, Callable, Sequence
 
+from lavislite.common.utils import resolve_device
 from lavislite.inference import sharding
 from lavislite.inference.data import ItemsDataset, ShardImageDataset
 from lavislite.inference.inputs import discover, expand_shards, split_inputs
-from lavislite.common.utils import resolve_device
 from lavislite.inference.loading import Loaded, load
 from lavislite.inference.output import Output, summary
 from lavislite.inference.runner import BatchFn, RunStats, run_batches

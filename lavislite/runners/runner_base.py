@@ -23,13 +23,13 @@ from lavislite.common.config import save_config
 from lavislite.common.errors import ConfigError
 from lavislite.common.logging import MetricsLog, remove_handler, setup_run_logging
 from lavislite.common.registry import registry
+from lavislite.common.utils import resolve_device
 from lavislite.runners import checkpointing as ckpt
 from lavislite.runners.data import BatchStream, build_loader, merge_split
 from lavislite.runners.evaluation import evaluate_split
 from lavislite.runners.loop import TrainContext, amp_dtype, make_scaler, steps_in_epoch, train_epoch
 from lavislite.runners.lr_schedulers import build_lr_scheduler
 from lavislite.runners.optim import build_optimizer
-from lavislite.common.utils import resolve_device
 from lavislite.runners.rundir import prepare_run_dir
 from lavislite.tasks.base_task import BaseTask
 

@@ -3,7 +3,6 @@
 Add one import line per task module below.
 """
 
-from lavislite.tasks.base_task import BaseTask, setup_task
 from lavislite.tasks import (  # noqa: F401  (registration)
     captioning,
     image_text_pretrain,
@@ -11,5 +10,6 @@ from lavislite.tasks import (  # noqa: F401  (registration)
     retrieval,  # also registers video_retrieval
     vqa,  # also registers video_qa
 )
+from lavislite.tasks.base_task import BaseTask, setup_task
 
 __all__ = ["BaseTask", "setup_task"]

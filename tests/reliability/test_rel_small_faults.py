@@ -39,9 +39,8 @@ def test_resume_with_pickled_code_gets_lavislites_refusal(tmp_path):
 
 
 def test_video_with_unreadable_tail_warns_naming_file_and_frames(tmp_path, monkeypatch, caplog):
-    from tests.helpers.video import write_video
-
     from lavislite.processors import video_io
+    from tests.helpers.video import write_video
 
     clip = write_video(tmp_path / "clip.mp4", n_frames=16)
     real_init = video_io._OpenCVReader.__init__

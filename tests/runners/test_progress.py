@@ -7,7 +7,6 @@ import logging
 import sys
 
 import pytest
-from tests.helpers.runners import project
 
 from lavislite.common import logging as run_logging
 from lavislite.common.logging import (
@@ -16,6 +15,7 @@ from lavislite.common.logging import (
     progress,
     progress_line,
 )
+from tests.helpers.runners import project
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.helpers.tasks import tokenizer_dir, write_karpathy
 
 import lavislite
 from lavislite.common.config import build_run_config
@@ -16,6 +15,7 @@ from lavislite.common.errors import ConfigError
 from lavislite.models.tokenizer import init_tokenizer
 from lavislite.tasks import setup_task
 from lavislite.train import run
+from tests.helpers.tasks import tokenizer_dir, write_karpathy
 
 EVAL_PROC = {"name": "blip_image_eval", "image_size": 32}
 

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.helpers.tasks import tokenizer_dir, write_vqa
 
 from lavislite.cli import main
 from lavislite.models.tokenizer import init_tokenizer
+from tests.helpers.tasks import tokenizer_dir, write_vqa
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import torch
 
 from lavislite.common.errors import DataError
 from lavislite.datasets.annotations import Field, read_records
-from lavislite.datasets.datasets.base_dataset import BaseDataset, collate_dicts
+from lavislite.datasets.datasets.base_dataset import BaseDataset
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from lavislite.common.dist import get_world_size, is_dist_initialized
 from lavislite.common.errors import DataError
-from lavislite.models.blip.retrieval_methods import BlipRetrievalMethods
 from lavislite.models.blip.base import BlipBase
+from lavislite.models.blip.retrieval_methods import BlipRetrievalMethods
 
 
 # -- collectives --------------------------------------------------------------------------------

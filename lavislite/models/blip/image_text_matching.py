@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
-from lavislite.models.blip.retrieval_methods import BlipRetrievalMethods
 from lavislite.models.blip.base import BlipBase
+from lavislite.models.blip.retrieval_methods import BlipRetrievalMethods
 from lavislite.models.med import BertModel, MedConfig
 
 _FIRST_TOKENS = ("enc", "cls")

@@ -33,8 +33,6 @@ from lavislite.models.blip._outputs import BlipOutput
 from lavislite.models.blip.base import _plain
 from lavislite.models.med import BertLMHeadModel, BertModel, MedConfig
 
-
-
 logger = logging.getLogger(__name__)
 
 # BLIP_FACTS §1.3: where BLIP's pre-training starts
