@@ -25,7 +25,7 @@ def run(cfg_path: str, options: Sequence[str] = (), *, resume: str | None = None
     from lavislite.common.config import build_run_config
     from lavislite.common.registry import registry
     from lavislite.processors.sizes import check_run
-    from lavislite.runners.runner_base import set_seed
+    from lavislite.runners.epoch_runner import set_seed
     from lavislite.tasks import setup_task
 
     options = list(options)

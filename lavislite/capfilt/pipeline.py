@@ -151,10 +151,10 @@ def _remove_stale_temps(out_dir: Path, name: str) -> None:
 def run(cfg: CapFiltConfig) -> RunResult:
     """Bootstrap every input shard (this rank's share under torchrun); see the module docstring."""
     from lavislite.common.utils import resolve_device
-    from lavislite.inference import sharding
+    from lavislite.inference import rank_split
 
     device = resolve_device(cfg.device, what="run.device")
-    part = sharding.init(device)
+    part = rank_split.init(device)
     try:
         all_shards = io.list_shards(cfg.shards, cfg.annotations, cfg.images_per_shard)
         mine = part.take(all_shards)
@@ -165,12 +165,12 @@ def run(cfg: CapFiltConfig) -> RunResult:
             logger.info("capfilt rank %d: %d shard(s) already complete, skipped", part.rank, len(skipped))
         if todo:
             _process_all(todo, cfg, device, part.rank, result)
-        sharding.barrier()
+        rank_split.barrier()
         if part.rank == 0:
             result.summary = finalize(cfg, all_shards)
         return result
     finally:
-        sharding.finish()
+        rank_split.finish()
 
 
 def _process_all(todo: Sequence[io.InputShard], cfg: CapFiltConfig, device: Any, rank: int, result: RunResult) -> None:

@@ -33,13 +33,13 @@ class _ShardOutput:
         import shutil
         from pathlib import Path
 
-        from lavislite.inference import sharding
-        from lavislite.inference.shards import ShardWriter, shard_ids
+        from lavislite.inference import rank_split
+        from lavislite.inference.feature_shards import ShardWriter, shard_ids
 
         self.output, self.shard = Path(args.output), shard
         if args.overwrite and shard.rank == 0 and self.output.is_dir():
             shutil.rmtree(self.output)
-        sharding.barrier()
+        rank_split.barrier()
         self.done = shard_ids(self.output)
         self.writer = ShardWriter(self.output, args.shard_format, args.shard_size, prefix=f"rank{shard.rank}")
 
@@ -112,13 +112,13 @@ def _run_text(args: argparse.Namespace) -> int:
     import time
 
     from lavislite.common.utils import resolve_device
-    from lavislite.inference import sharding
+    from lavislite.inference import rank_split
     from lavislite.inference.loading import load
     from lavislite.inference.output import summary
-    from lavislite.inference.runner import RunStats
+    from lavislite.inference.batch_loop import RunStats
 
     device = resolve_device(args.device, what="--device")
-    shard = sharding.init(device)
+    shard = rank_split.init(device)
     try:
         ld = load(args, device)
         _check(ld)
@@ -137,4 +137,4 @@ def _run_text(args: argparse.Namespace) -> int:
         summary("features", stats, out, quiet=args.quiet)
         return 0
     finally:
-        sharding.finish()
+        rank_split.finish()

@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace, video: bool) -> int:
 
     from lavislite.common import dist
     from lavislite.common.errors import ConfigError
-    from lavislite.inference import sharding
+    from lavislite.inference import rank_split
     from lavislite.inference.inputs import IMAGE_EXTS, VIDEO_EXTS, discover
     from lavislite.inference.loading import load
     from lavislite.inference.output import Output
@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace, video: bool) -> int:
                          rerank_k=rerank, batch_size=args.batch_size, names=queries)
     if args.output:
         args.overwrite = True  # a search result is not resumable: each run replaces the file
-    out = Output(args, sharding.Shard(), columns=("query", "rank", "id", "score", "itc", "itm"))
+    out = Output(args, rank_split.Shard(), columns=("query", "rank", "id", "score", "itc", "itm"))
     out(records)
     out.finish()
     if not args.quiet:

@@ -1,5 +1,5 @@
 """Where a command's records go: stdout (JSON lines as they come, or a table at the end) or a resumable
-JSONL file (per-rank part files under torchrun, merged at the end; see :mod:`lavislite.inference.sharding`)."""
+JSONL file (per-rank part files under torchrun, merged at the end; see :mod:`lavislite.inference.rank_split`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from lavislite.common.errors import ConfigError
-from lavislite.inference import sharding
+from lavislite.inference import rank_split
 from lavislite.inference.jsonl import JsonlWriter, dumps
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def format_table(records: Sequence[dict[str, Any]], columns: Sequence[str] | Non
 class Output:
     """The sink of a command. ``done`` holds ids a previous run already wrote (file output only)."""
 
-    def __init__(self, args: argparse.Namespace, shard: sharding.Shard, columns: Sequence[str] | None = None,
+    def __init__(self, args: argparse.Namespace, shard: rank_split.Shard, columns: Sequence[str] | None = None,
                  stream: TextIO | None = None) -> None:
         self.args, self.shard, self.columns = args, shard, columns
         self.stream = stream or sys.stdout
@@ -54,11 +54,11 @@ class Output:
             raise ConfigError(f"--output {self.output} is a directory; give a file name such as {self.output / 'results.jsonl'}")
         if getattr(args, "overwrite", False):
             if shard.rank == 0:
-                for p in [self.output, *sharding.existing_parts(self.output)]:
+                for p in [self.output, *rank_split.existing_parts(self.output)]:
                     p.unlink(missing_ok=True)
-            sharding.barrier()
-        self.done = sharding.done_ids(self.output)
-        target = sharding.part_path(self.output, shard.rank) if shard.world > 1 else self.output
+            rank_split.barrier()
+        self.done = rank_split.done_ids(self.output)
+        target = rank_split.part_path(self.output, shard.rank) if shard.world > 1 else self.output
         self.writer = JsonlWriter(target)
 
     def __call__(self, records: Sequence[dict[str, Any]]) -> None:
@@ -76,10 +76,10 @@ class Output:
         if self.writer is not None:
             self.writer.close()
             if self.shard.world > 1:
-                sharding.barrier()
+                rank_split.barrier()
             if self.shard.rank == 0 and not getattr(self.args, "no_merge", False):
-                if self.shard.world > 1 or sharding.existing_parts(self.output):
-                    sharding.merge(self.output, order)
+                if self.shard.world > 1 or rank_split.existing_parts(self.output):
+                    rank_split.merge(self.output, order)
         elif self.args.format == "table":
             self.stream.write(format_table(self.table, self.columns) + "\n")
             self.stream.flush()

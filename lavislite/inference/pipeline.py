@@ -8,17 +8,17 @@ import logging
 from typing import Any, Callable, Sequence
 
 from lavislite.common.utils import resolve_device
-from lavislite.inference import sharding
+from lavislite.inference import rank_split
 from lavislite.inference.data import ItemsDataset, ShardImageDataset
 from lavislite.inference.inputs import discover, expand_shards, split_inputs
 from lavislite.inference.loading import Loaded, load
 from lavislite.inference.output import Output, summary
-from lavislite.inference.runner import BatchFn, RunStats, run_batches
+from lavislite.inference.batch_loop import BatchFn, RunStats, run_batches
 
 logger = logging.getLogger(__name__)
 
 
-def image_datasets(inputs: Sequence[str], process: Callable, shard: sharding.Shard, done: set[str]) -> tuple[list[Any], list[str] | None, int]:
+def image_datasets(inputs: Sequence[str], process: Callable, shard: rank_split.Shard, done: set[str]) -> tuple[list[Any], list[str] | None, int]:
     """Datasets for files/folders and webdataset shards in ``inputs``; the input order of the file ids
     (for merging); and how many file items this rank still has to do."""
     files, shard_specs = split_inputs(inputs)
@@ -43,11 +43,11 @@ def run_image_command(
     make_fn: Callable[[Loaded], BatchFn],
     columns: Sequence[str],
     check: Callable[[Loaded], None] | None = None,
-    make_output: Callable[[argparse.Namespace, sharding.Shard], Any] | None = None,
+    make_output: Callable[[argparse.Namespace, rank_split.Shard], Any] | None = None,
 ) -> int:
     """Run ``make_fn(loaded)`` over the images of ``args.inputs`` with ``args`` run options; 0 on success."""
     device = resolve_device(getattr(args, "device", None), what="--device")
-    shard = sharding.init(device)
+    shard = rank_split.init(device)
     try:
         loaded = load(args, device)
         if check is not None:
@@ -72,4 +72,4 @@ def run_image_command(
             dist.report_failure(exc)
         raise
     finally:
-        sharding.finish()
+        rank_split.finish()

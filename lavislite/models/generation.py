@@ -2,7 +2,7 @@
 
 BLIP's numbers were produced by HF transformers 4.15 ``generate``; newer transformers changed beam
 search (length normalisation, stopping rule, fill value), so this module reproduces the 4.15 semantics
-itself (BLIP_FACTS §3.1). It is model-agnostic: a decoder plugs in through two callables,
+itself. It is model-agnostic: a decoder plugs in through two callables,
 
 * ``step_fn(input_ids, past) -> (logits, past)``: ``input_ids`` is the whole prompt (N, L0) on the first
   call and only the newest token (N, 1) afterwards; ``logits`` are the last position's (N, V).

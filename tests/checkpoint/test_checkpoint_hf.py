@@ -42,7 +42,7 @@ def _assert_converted(sd, hf_module):
     expected = hf_module.convert_hf_state_dict(_hf_state_dict())
     assert sd.keys() == expected.keys()
     assert all(torch.equal(sd[k], expected[k]) for k in sd)
-    # BLIP_FACTS §6: the vision tree goes back to the official names, text keys stay as they are
+    # the vision tree goes back to the official names, text keys stay as they are
     assert "visual_encoder.blocks.0.attn.qkv.weight" in sd
     assert "text_decoder.cls.predictions.bias" in sd
     assert not any(k.startswith("vision_model.") for k in sd)

@@ -1,4 +1,4 @@
-"""Every builder from its yaml on tiny local files: samples and collated batches per INTERFACES.md."""
+"""Every builder from its yaml on tiny local files: samples and collated batches (the batch keys docs/datasets.md lists)."""
 
 from __future__ import annotations
 

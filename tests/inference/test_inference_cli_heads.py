@@ -109,7 +109,7 @@ def test_features_jsonl_shards_resume_and_text(tmp_path, images, model_args, ckp
     recs = [json.loads(x) for x in jl.read_text().splitlines()]
     assert np.allclose([r["feature"] for r in recs], direct.numpy(), atol=1e-5)
 
-    from lavislite.inference.shards import load_feature_shards
+    from lavislite.inference.feature_shards import load_feature_shards
 
     shards = tmp_path / "feats"
     argv = ["features", str(tmp_path / "imgs"), "-o", str(shards), "--shard-format", "npy", "--shard-size", "2", *Q,

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from lavislite.common.errors import ConfigError, DataError
-from lavislite.inference import sharding
+from lavislite.inference import rank_split
 from lavislite.inference.inputs import discover, is_shard_spec, split_inputs
 from lavislite.inference.jsonl import JsonlWriter, read_ids, read_records
 from lavislite.inference.options import parse_model, parse_overrides
 from lavislite.inference.output import format_table
-from lavislite.inference.shards import ShardWriter, load_feature_shards, shard_ids
+from lavislite.inference.feature_shards import ShardWriter, load_feature_shards, shard_ids
 
 
 def test_discover_folder_sorted_recursive_and_dedup(tmp_path):
@@ -63,7 +63,7 @@ def test_jsonl_corrupt_middle_line_is_a_clear_error(tmp_path):
 
 def test_shares_cover_every_item_once():
     items = list(range(11))
-    shares = [sharding.Shard(r, 3).take(items) for r in range(3)]
+    shares = [rank_split.Shard(r, 3).take(items) for r in range(3)]
     assert sorted(sum(shares, [])) == items
     assert shares[1] == [1, 4, 7, 10]
 
@@ -71,14 +71,14 @@ def test_shares_cover_every_item_once():
 def test_merge_orders_dedupes_and_removes_parts(tmp_path):
     out = tmp_path / "res.jsonl"
     out.write_text(json.dumps({"id": "b", "x": "old"}) + "\n")
-    sharding.part_path(out, 0).write_text(json.dumps({"id": "a"}) + "\n" + json.dumps({"id": "b", "x": "new"}) + "\n")
-    sharding.part_path(out, 1).write_text(json.dumps({"id": "c"}) + "\n" + '{"id": "d", "trunc')
+    rank_split.part_path(out, 0).write_text(json.dumps({"id": "a"}) + "\n" + json.dumps({"id": "b", "x": "new"}) + "\n")
+    rank_split.part_path(out, 1).write_text(json.dumps({"id": "c"}) + "\n" + '{"id": "d", "trunc')
     (tmp_path / "res.rankX.jsonl").write_text("unrelated\n")  # not a part file
-    assert [p.name for p in sharding.existing_parts(out)] == ["res.rank0.jsonl", "res.rank1.jsonl"]
-    assert sharding.done_ids(out) == {"a", "b", "c"}
-    assert sharding.merge(out, order=["c", "a", "b"]) == 3
+    assert [p.name for p in rank_split.existing_parts(out)] == ["res.rank0.jsonl", "res.rank1.jsonl"]
+    assert rank_split.done_ids(out) == {"a", "b", "c"}
+    assert rank_split.merge(out, order=["c", "a", "b"]) == 3
     assert [json.loads(line) for line in out.read_text().splitlines()] == [{"id": "c"}, {"id": "a"}, {"id": "b", "x": "old"}]
-    assert sharding.existing_parts(out) == []
+    assert rank_split.existing_parts(out) == []
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "npy"])

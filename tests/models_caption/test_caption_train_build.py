@@ -68,4 +68,4 @@ def test_full_types_build(arch, model_type, capsys):
     with capsys.disabled():
         print(f"\n{arch}/{model_type}: {n / 1e6:.1f}M parameters")
     if (arch, model_type) == ("blip_caption", "base_coco"):
-        assert 220e6 < n < 230e6  # BLIP_FACTS: about 224M (tied LM head counted once)
+        assert 220e6 < n < 230e6  # BLIP's captioner: about 224M (tied LM head counted once)

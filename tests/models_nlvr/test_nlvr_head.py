@@ -163,7 +163,7 @@ def test_tiny_type_from_pretrained(nlvr_tokenizer):
 def test_full_type_builds():
     model = BlipNLVR.from_pretrained("nlvr", load_finetuned=False, load_pretrained=False)
     sd = model.state_dict()
-    assert len(sd) == 579 - 1  # BLIP_FACTS §2.5, minus the non-persistent position_ids buffer
+    assert len(sd) == 579 - 1  # the original NLVR state dict's key count, minus the non-persistent position_ids buffer
     assert "text_encoder.encoder.layer.6.crossattention.output.merge_layer.weight" in sd
     assert "text_encoder.encoder.layer.5.crossattention.output.merge_layer.weight" not in sd
     assert sd["visual_encoder.pos_embed"].shape == (1, 577, 768)

@@ -8,7 +8,7 @@ from lavislite.common.registry import registry
 
 pytestmark = pytest.mark.single_thread  # tiny models: one intra-op thread
 
-# BLIP_FACTS 2.5 / 1.1 key counts include `*.embeddings.position_ids`, a non-persistent buffer here
+# the original checkpoints' key counts include `*.embeddings.position_ids`, a non-persistent buffer here
 OFFICIAL_KEYS = {("blip_retrieval", "coco"): 949 - 2, ("blip_retrieval", "flickr"): 949 - 2, ("blip_pretrain", "base"): 1272 - 3}
 
 

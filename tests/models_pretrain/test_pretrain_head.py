@@ -99,7 +99,7 @@ def _nlvr_missing(model) -> set[str]:
     return merge | {f"cls_head.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
 
 
-# arch -> the keys a BLIP pre-training checkpoint does not provide (BLIP_FACTS 2.7)
+# arch -> the keys a BLIP pre-training checkpoint does not provide
 EXPECTED_MISSING = {
     "blip_caption": lambda m: set(),
     "blip_image_text_matching": lambda m: set(),

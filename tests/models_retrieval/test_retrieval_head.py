@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from lavislite.common.checkpoint import save_checkpoint
-from lavislite.models.blip._momentum import (
+from lavislite.models.blip.momentum import (
     alpha_schedule,
     enqueue,
     itc_targets,

@@ -1,4 +1,4 @@
-"""Rank inference (BLIP_FACTS §3.2): the batched, grouped implementation vs a straightforward per-question
+"""Rank inference: the batched, grouped implementation vs a straightforward per-question
 reference of the original algorithm (repeat the question states k times, score each candidate by -loss)."""
 
 import logging

@@ -103,7 +103,7 @@ def test_tiny_type_builds_from_pretrained(tiny_tokenizer):
 def test_full_types_build(model_type):
     model = BlipVQA.from_pretrained(model_type, load_finetuned=False, load_pretrained=False)
     sd = model.state_dict()
-    # BLIP_FACTS §2.5: 791 keys in the original VQA state dict, 2 of which are position_ids buffers
+    # 791 keys in the original VQA state dict, 2 of which are position_ids buffers
     # (non-persistent here, ignored by the loader)
     assert len(sd) == 791 - 2
     assert sd["visual_encoder.pos_embed"].shape == (1, 901, 768)

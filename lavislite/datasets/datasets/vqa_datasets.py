@@ -4,7 +4,7 @@ Train record ``{"question_id", "question", "answer": [str, ...], "image", "datas
 Answer weights follow BLIP's ``vqa_dataset``: each distinct answer weighs ``count / number of answers``;
 Visual Genome answers (``dataset == "vg"``) weigh 0.2 each. The collater flattens the answers of the
 batch and returns ``weight`` as a float tensor and ``n_answers`` as a long tensor (LAVIS returned a
-list, which the model could not multiply: LAVIS_NOTES §11 item 5).
+list, which the model could not multiply).
 
 Eval record ``{"question_id", "question", "image", "answer"?: [str, ...]}``. The dataset exposes
 ``answer_list`` (candidates for rank inference) and ``gt_answers`` (question id -> answers, for the

@@ -1,4 +1,4 @@
-"""BLIP image captioning (``blip_caption``; BLIP_FACTS §2.4 ``BLIP_Decoder``, §3.1).
+"""BLIP image captioning (``blip_caption``; BLIP's ``BLIP_Decoder``).
 
 * ``visual_encoder`` (ViT) -> image tokens; ``text_decoder`` (MED ``BertLMHeadModel``) cross-attends to them.
 * Training (``model(samples)``): ``text_input`` already starts with the prompt ("a picture of ..."), is
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
-from lavislite.models.blip._outputs import BlipOutput
+from lavislite.models.outputs import BlipOutput
 from lavislite.models.blip.base import BlipBase
 from lavislite.models.generation import generate
 from lavislite.models.med import BertLMHeadModel, MedConfig, MedKVCache

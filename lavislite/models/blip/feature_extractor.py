@@ -1,4 +1,4 @@
-"""BLIP feature extraction (``blip_feature_extractor``; BLIP_FACTS §2.4 ``BLIP_Base``, §3.3).
+"""BLIP feature extraction (``blip_feature_extractor``; BLIP's ``BLIP_Base``).
 
 ``extract_features(samples, mode)`` with ``samples['image']`` and/or ``samples['text_input']``:
 
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
-from lavislite.models.blip._outputs import BlipOutputFeatures
+from lavislite.models.outputs import BlipOutputFeatures
 from lavislite.models.blip.base import BlipBase
 from lavislite.models.med import BertModel, MedConfig
 

@@ -1,4 +1,4 @@
-"""BLIP image-text matching (``blip_image_text_matching``; BLIP_FACTS §2.4 ``BLIP_ITM``, §3.3).
+"""BLIP image-text matching (``blip_image_text_matching``; BLIP's ``BLIP_ITM``).
 
 ``forward(samples, match_head="itm")`` returns the ITM head's logits (B, 2) (index 1 = match; apply
 ``softmax(-1)[:, 1]`` for a probability); ``match_head="itc"`` returns the cosine matrix of the normalised

@@ -1,4 +1,4 @@
-"""BLIP NLVR2 (``blip_nlvr``): is the sentence true of the image pair? (BLIP_FACTS §2.4, §3.4)
+"""BLIP NLVR2 (``blip_nlvr``): is the sentence true of the image pair?
 
 The text encoder is the MED with twin cross-attention (``num_cross_images=2``: ``self0``/``self1``,
 ``dense0``/``dense1``, averaged in layers 0-5 and merged by ``merge_layer`` from layer 6). The [ENC] output
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lavislite.common.errors import DataError
 from lavislite.common.registry import registry
-from lavislite.models.blip._outputs import BlipOutput
+from lavislite.models.outputs import BlipOutput
 from lavislite.models.blip.base import BlipBase
 from lavislite.models.med import BertModel, MedConfig
 

@@ -1,4 +1,4 @@
-"""BLIP pre-training (``blip_pretrain``; BLIP_FACTS §1.1, §2.4, §2.6).
+"""BLIP pre-training (``blip_pretrain``).
 
 One model, three losses (``BlipOutput(loss=itc+itm+lm, loss_itc, loss_itm, loss_lm)``):
 
@@ -28,14 +28,14 @@ from torch import Tensor, nn
 from lavislite.common.config import constructor_kwargs
 from lavislite.common.errors import ConfigError
 from lavislite.common.registry import registry
-from lavislite.models.blip._momentum import MomentumContrastiveBase, alpha_schedule, copy_params
-from lavislite.models.blip._outputs import BlipOutput
+from lavislite.models.blip.momentum import MomentumContrastiveBase, alpha_schedule, copy_params
+from lavislite.models.outputs import BlipOutput
 from lavislite.models.blip.base import _plain
 from lavislite.models.med import BertLMHeadModel, BertModel, MedConfig
 
 logger = logging.getLogger(__name__)
 
-# BLIP_FACTS §1.3: where BLIP's pre-training starts
+# where BLIP's pre-training starts
 DEIT_BASE_URL = "https://dl.fbaipublicfiles.com/deit/deit_base_patch16_224-b5f2ef4d.pth"
 VIT_LARGE_TIMM = "timm:vit_large_patch16_224.augreg_in21k"
 BERT_HUB_ID = "google-bert/bert-base-uncased"

@@ -1,4 +1,4 @@
-"""BLIP image-text retrieval fine-tuning (``blip_retrieval``; BLIP_FACTS §2.4, §2.5, §3.3).
+"""BLIP image-text retrieval fine-tuning (``blip_retrieval``).
 
 Training (``model(samples)``): ITC with momentum distillation against queued momentum features, where
 captions of the same image (``samples["image_id"]``) are positives in the batch *and* in the queue, then ITM
@@ -25,13 +25,13 @@ from torch import Tensor
 from lavislite.common.dist import get_world_size
 from lavislite.common.errors import DataError
 from lavislite.common.registry import registry
-from lavislite.models.blip._momentum import (
+from lavislite.models.blip.momentum import (
     MomentumContrastiveBase,
     all_gather_with_grad,
     alpha_schedule,
     concat_all_gather,
 )
-from lavislite.models.blip._outputs import BlipOutput
+from lavislite.models.outputs import BlipOutput
 from lavislite.models.med import BertModel, MedConfig
 
 

@@ -1,5 +1,5 @@
 """BLIP VQA (``blip_vqa``): a question encoder grounded in the image and an answer decoder grounded in the
-question (BLIP_FACTS §2.4, §3.2).
+question.
 
 * ``text_encoder`` encodes the question ([ENC] first, ``padding='longest'``, max 35 tokens) with
   cross-attention to the image tokens.
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
-from lavislite.models.blip._outputs import BlipOutput
+from lavislite.models.outputs import BlipOutput
 from lavislite.models.blip.base import BlipBase
 from lavislite.models.generation import generate
 from lavislite.models.med import BertLMHeadModel, BertModel, MedConfig

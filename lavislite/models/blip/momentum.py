@@ -9,7 +9,7 @@
   momentum model's softmax by ``alpha``) and ``itm_hard_negative_loss`` (one hard negative text per image and
   one hard negative image per text, drawn from the softmaxed similarities).
 
-Everything follows BLIP's ``blip_retrieval.py`` / ``blip_pretrain.py`` (BLIP_FACTS §2.4); where the shape of
+Everything follows BLIP's ``blip_retrieval.py`` / ``blip_pretrain.py``; where the shape of
 the computation differs (vectorised sampling, grouped cross-attention), the result is the same in law.
 """
 

@@ -43,7 +43,7 @@ def set_seed(seed: int) -> None:
 
 
 @registry.register_runner("runner_base")
-class RunnerBase:
+class EpochRunner:
     """Train for ``run.max_epoch`` passes over the train split."""
 
     RUN_DEFAULTS: dict = {}

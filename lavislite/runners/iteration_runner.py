@@ -1,7 +1,7 @@
 """The iteration-based runner: ``run.max_iters`` iterations, validated and checkpointed every
 ``run.iters_per_inner_epoch`` ("inner epochs"). Batches stream across passes over the train data, so
 an inner epoch need not align with a pass, and iterable (webdataset) datasets without a length work.
-Everything else is ``RunnerBase``.
+Everything else is ``EpochRunner``.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 
 from lavislite.common.errors import ConfigError
 from lavislite.common.registry import registry
-from lavislite.runners.runner_base import RunnerBase
+from lavislite.runners.epoch_runner import EpochRunner
 
 
 @registry.register_runner("runner_iter")
-class RunnerIter(RunnerBase):
+class IterationRunner(EpochRunner):
     def epoch_lengths(self, train_loader: Any) -> list[int]:
         total = self.run_cfg.get("max_iters")
         per = self.run_cfg.get("iters_per_inner_epoch")
