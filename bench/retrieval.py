@@ -100,10 +100,14 @@ def bf16_row(t: dict, k: int, pi2t: torch.Tensor, pt2i: torch.Tensor, device: to
     """lavislite bf16 re-ranking (fp32 ITC candidates, bf16 ITM) vs the fp32 per-query loop."""
     bi2t, bt2i = t["lavislite_bf16"]["output"]
     return {
-        "peer": "BLIP per-query loop, fp32", "peer_time": C.side(t["peer"]), "lavislite_time": C.side(t["lavislite_bf16"]),
+        "peer": "BLIP per-query loop, fp32",
+        "peer_time": C.side(t["peer"]),
+        "lavislite_time": C.side(t["lavislite_bf16"]),
         "ratio": round(t["peer"]["median_s"] / t["lavislite_bf16"]["median_s"], 2),
         "identical_rankings": same_rankings(bi2t, pi2t, k) and same_rankings(bt2i, pt2i, k),
-        "top1_agreement": round(float(((bi2t.argmax(1) == pi2t.argmax(1)).float().mean() + (bt2i.argmax(1) == pt2i.argmax(1)).float().mean()) / 2), 4),
+        "top1_agreement": round(
+            float(((bi2t.argmax(1) == pi2t.argmax(1)).float().mean() + (bt2i.argmax(1) == pt2i.argmax(1)).float().mean()) / 2), 4
+        ),
         "max_abs_score_diff": float(max((bi2t - pi2t).abs().max(), (bt2i - pt2i).abs().max())),
         "memory_how": C.memory_how(device),
     }
@@ -139,8 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
             return RetrievalFeatures(torch.cat(toks), torch.cat(embs), ids.to(device), atts.to(device), t_emb.to(device))
 
         feats, t_encode = C.timed_once(encode, device)
-        sides = {"peer": lambda: per_query_loop(model, feats, args.k),
-                 "lavislite": lambda: batched(model, feats, args.k, args.pairs_per_batch)}
+        sides = {"peer": lambda: per_query_loop(model, feats, args.k), "lavislite": lambda: batched(model, feats, args.k, args.pairs_per_batch)}
         if args.bf16:
             m16 = bf16_copy(model, device)
             f16 = RetrievalFeatures(feats.image_tokens.bfloat16(), feats.image_feats, feats.text_ids, feats.text_atts, feats.text_feats)
@@ -150,17 +153,24 @@ def main(argv: list[str] | None = None) -> dict:
         itm_calls_peer = args.images + args.texts
         result = {
             "model": f"blip_retrieval coco architecture, ViT-B/16 @ {size}px, random weights, fp32",
-            "images": args.images, "texts": args.texts, "k": args.k, "pairs_per_batch": args.pairs_per_batch,
-            "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick,
+            "images": args.images,
+            "texts": args.texts,
+            "k": args.k,
+            "pairs_per_batch": args.pairs_per_batch,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "quick": args.quick,
             "encode_s": round(t_encode, 3),
             "runs": {
                 "rerank": {
                     "peer": "BLIP per-query loop (written in bench/retrieval.py)",
-                    "peer_time": C.side(t["peer"]), "lavislite_time": C.side(t["lavislite"]),
+                    "peer_time": C.side(t["peer"]),
+                    "lavislite_time": C.side(t["lavislite"]),
                     "ratio": round(t["peer"]["median_s"] / t["lavislite"]["median_s"], 2),
                     "identical_rankings": same_rankings(oi2t, pi2t, args.k) and same_rankings(ot2i, pt2i, args.k),
                     "max_abs_score_diff": float(max((oi2t - pi2t).abs().max(), (ot2i - pt2i).abs().max())),
-                    "itm_pairs": args.k * itm_calls_peer, "peer_itm_calls": itm_calls_peer,
+                    "itm_pairs": args.k * itm_calls_peer,
+                    "peer_itm_calls": itm_calls_peer,
                     "lavislite_unique_pairs": unique_pairs(pi2t, pt2i),
                     "memory_how": C.memory_how(device),
                 },

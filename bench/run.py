@@ -114,35 +114,75 @@ def rows() -> list[dict]:
                             f"{cb['identical_ignoring_wrapper_fraction']:.0%} ignoring the caption's wrapper phrase)"})
         full = cb.get("full_size_random_weights")
         if full:
-            out.append({"key": "caption.bf16_full", "workload": f"captioning, beam 3, bf16 mode vs fp32, full size (ViT-B/16 @ 384), batch {full['batch']}",
-                        "peer": "lavislite fp32, same weights", "peer_s": full["fp32_time"]["median_s"],
-                        "ours_s": full["bf16_time"]["median_s"], "ratio": full["ratio"], "mem": "–",
-                        "same": "n/a (random weights: speed only)"})
+            out.append(
+                {
+                    "key": "caption.bf16_full",
+                    "workload": f"captioning, beam 3, bf16 mode vs fp32, full size (ViT-B/16 @ 384), batch {full['batch']}",
+                    "peer": "lavislite fp32, same weights",
+                    "peer_s": full["fp32_time"]["median_s"],
+                    "ours_s": full["bf16_time"]["median_s"],
+                    "ratio": full["ratio"],
+                    "mem": "–",
+                    "same": "n/a (random weights: speed only)",
+                }
+            )
     vqa = _load("vqa")
     if vqa:
         r = vqa["rank"]
-        out.append({"key": "vqa.rank", "workload": f"VQA answer ranking, {vqa['answer_list_size']} answers, k={vqa['k']}, batch {vqa['batch_questions']}",
-                    "peer": "per-question original rank_answer (in bench/vqa.py)", "peer_s": r["reference_seconds"],
-                    "ours_s": r["lavislite_seconds"], "ratio": r["speedup"], "same": "yes" if r["identical_answers"] else "NO", "mem": "–"})
+        out.append(
+            {
+                "key": "vqa.rank",
+                "workload": f"VQA answer ranking, {vqa['answer_list_size']} answers, k={vqa['k']}, batch {vqa['batch_questions']}",
+                "peer": "per-question original rank_answer (in bench/vqa.py)",
+                "peer_s": r["reference_seconds"],
+                "ours_s": r["lavislite_seconds"],
+                "ratio": r["speedup"],
+                "same": "yes" if r["identical_answers"] else "NO",
+                "mem": "–",
+            }
+        )
         g = vqa["generate_beam3"]
-        out.append({"key": "vqa.generate", "workload": f"VQA generation, beam 3, batch {vqa['batch_questions']}",
-                    "peer": "original recipe (states repeated per beam, cross K/V per step)", "peer_s": g["reference_seconds"],
-                    "ours_s": g["lavislite_seconds"], "ratio": g["speedup"], "same": "yes" if g["identical_ids"] else "NO", "mem": "–"})
+        out.append(
+            {
+                "key": "vqa.generate",
+                "workload": f"VQA generation, beam 3, batch {vqa['batch_questions']}",
+                "peer": "original recipe (states repeated per beam, cross K/V per step)",
+                "peer_s": g["reference_seconds"],
+                "ours_s": g["lavislite_seconds"],
+                "ratio": g["speedup"],
+                "same": "yes" if g["identical_ids"] else "NO",
+                "mem": "–",
+            }
+        )
     ret = _load("retrieval")
     if ret:
-        for key, label in (("rerank", "retrieval ITM re-ranking"), ("rerank_bf16", "retrieval ITM re-ranking, lavislite bf16"),
-                           ("evaluation", "retrieval evaluation (encode + re-rank)")):
+        for key, label in (
+            ("rerank", "retrieval ITM re-ranking"),
+            ("rerank_bf16", "retrieval ITM re-ranking, lavislite bf16"),
+            ("evaluation", "retrieval evaluation (encode + re-rank)"),
+        ):
             r = ret["runs"].get(key)
             if r is None:
                 continue
             same = ("yes" if ret["runs"]["rerank"]["identical_rankings"] else "NO") + " (rankings)"
             if key == "rerank_bf16":
-                same = ("yes (rankings)" if r["identical_rankings"] else
-                        f"rankings differ (bf16 ITM on random weights; top-1 agreement {r['top1_agreement']:.0%})")
-            out.append({"key": f"retrieval.{key}", "workload": f"{label}, {ret['images']} img × {ret['texts']} txt, k={ret['k']}, both directions",
-                        "peer": r["peer"], "peer_s": r["peer_time"]["median_s"], "ours_s": r["lavislite_time"]["median_s"],
-                        "ratio": r["ratio"], "same": same,
-                        "mem": _mb(r["peer_time"].get("peak_mb"), r["lavislite_time"].get("peak_mb"))})
+                same = (
+                    "yes (rankings)"
+                    if r["identical_rankings"]
+                    else f"rankings differ (bf16 ITM on random weights; top-1 agreement {r['top1_agreement']:.0%})"
+                )
+            out.append(
+                {
+                    "key": f"retrieval.{key}",
+                    "workload": f"{label}, {ret['images']} img × {ret['texts']} txt, k={ret['k']}, both directions",
+                    "peer": r["peer"],
+                    "peer_s": r["peer_time"]["median_s"],
+                    "ours_s": r["lavislite_time"]["median_s"],
+                    "ratio": r["ratio"],
+                    "same": same,
+                    "mem": _mb(r["peer_time"].get("peak_mb"), r["lavislite_time"].get("peak_mb")),
+                }
+            )
     vid = _load("video_retrieval")
     if vid:
         size = vid.get("image_size", 384)
@@ -150,62 +190,123 @@ def rows() -> list[dict]:
         rr = vid.get("rerank")
         if rr:
             same = "yes (rankings)" if rr["identical_rankings"] else "NO (rankings differ)"
-            out.append({"key": "video_retrieval.rerank", "workload": f"video ITM re-ranking (features given), {shape}, both directions",
-                        "peer": rr["peer"], "peer_s": rr["peer_time"]["median_s"], "ours_s": rr["lavislite_time"]["median_s"],
-                        "ratio": rr["ratio"], "same": same, "mem": "– (warm RSS; see the memory row)"})
+            out.append(
+                {
+                    "key": "video_retrieval.rerank",
+                    "workload": f"video ITM re-ranking (features given), {shape}, both directions",
+                    "peer": rr["peer"],
+                    "peer_s": rr["peer_time"]["median_s"],
+                    "ours_s": rr["lavislite_time"]["median_s"],
+                    "ratio": rr["ratio"],
+                    "same": same,
+                    "mem": "– (warm RSS; see the memory row)",
+                }
+            )
         if "blip_loop_s" in vid:
             e2e = vid.get("e2e", {})
-            out.append({"key": "video_retrieval", "workload": f"zero-shot video retrieval end to end (decode + encode + re-rank), {shape}",
-                        "peer": e2e.get("peer", "BLIP per-query loop (in bench/video_retrieval.py)"), "peer_s": vid["blip_loop_s"],
-                        "ours_s": vid["lavislite_s"], "ratio": vid["speedup"],
-                        "same": "yes (rankings)" if vid["identical_rankings"] else "NO (rankings differ)",
-                        "mem": _mb(e2e.get("peer_time", {}).get("peak_mb"), e2e.get("lavislite_time", {}).get("peak_mb")) if e2e else "–"})
+            out.append(
+                {
+                    "key": "video_retrieval",
+                    "workload": f"zero-shot video retrieval end to end (decode + encode + re-rank), {shape}",
+                    "peer": e2e.get("peer", "BLIP per-query loop (in bench/video_retrieval.py)"),
+                    "peer_s": vid["blip_loop_s"],
+                    "ours_s": vid["lavislite_s"],
+                    "ratio": vid["speedup"],
+                    "same": "yes (rankings)" if vid["identical_rankings"] else "NO (rankings differ)",
+                    "mem": _mb(e2e.get("peer_time", {}).get("peak_mb"), e2e.get("lavislite_time", {}).get("peak_mb")) if e2e else "–",
+                }
+            )
         mem = vid.get("rerank_memory")
         if mem:
-            out.append({"key": "video_retrieval.memory", "workload": f"video ITM re-ranking memory, {mem['videos']} videos × {mem['frames']} frames @ {mem['image_size']}px, k={mem['k']}",
-                        "peer": "– (memory only)", "peer_s": None, "ours_s": mem["seconds"], "ratio": "–", "same": "–",
-                        "mem": f"– / {mem['peak_mb']} MiB"})
+            out.append(
+                {
+                    "key": "video_retrieval.memory",
+                    "workload": f"video ITM re-ranking memory, {mem['videos']} videos × {mem['frames']} frames @ {mem['image_size']}px, k={mem['k']}",
+                    "peer": "– (memory only)",
+                    "peer_s": None,
+                    "ours_s": mem["seconds"],
+                    "ratio": "–",
+                    "same": "–",
+                    "mem": f"– / {mem['peak_mb']} MiB",
+                }
+            )
     tr = _load("train_step")
     if tr:
         runs, batch = tr["runs"], tr["batch"]
         cap = runs.get("caption")
         for amp in ("fp32", "bf16") if cap else ():
             r, loss = cap[amp], cap["loss_eval"]
-            out.append({"key": f"train.caption_{amp}",
-                        "workload": f"training step, caption fine-tune (LM), ViT-B/16 @ {cap['image_size']}, batch {batch}, "
-                                    f"{'fp32' if amp == 'fp32' else 'bf16 autocast both sides'}",
-                        "peer": "transformers BlipForConditionalGeneration (same weights, ids, labels)",
-                        "peer_s": r["peer_time"]["median_s"], "ours_s": r["lavislite_time"]["median_s"], "ratio": r["ratio"],
-                        "same": f"loss {'equal' if loss['agree'] else 'DIFFERS'} (difference {loss['abs_diff']:.1e}, eval mode)",
-                        "mem": _mb(r["peer_time"].get("peak_mb"), r["lavislite_time"].get("peak_mb"))})
+            out.append(
+                {
+                    "key": f"train.caption_{amp}",
+                    "workload": f"training step, caption fine-tune (LM), ViT-B/16 @ {cap['image_size']}, batch {batch}, "
+                    f"{'fp32' if amp == 'fp32' else 'bf16 autocast both sides'}",
+                    "peer": "transformers BlipForConditionalGeneration (same weights, ids, labels)",
+                    "peer_s": r["peer_time"]["median_s"],
+                    "ours_s": r["lavislite_time"]["median_s"],
+                    "ratio": r["ratio"],
+                    "same": f"loss {'equal' if loss['agree'] else 'DIFFERS'} (difference {loss['abs_diff']:.1e}, eval mode)",
+                    "mem": _mb(r["peer_time"].get("peak_mb"), r["lavislite_time"].get("peak_mb")),
+                }
+            )
         pre = runs.get("pretrain")
         if pre:
-            out.append({"key": "train.pretrain",
-                        "workload": f"training step, pre-training (ITC+ITM+LM), ViT-B @ {pre['image_size']}, batch {batch}: "
-                                    "bf16 autocast vs fp32",
-                        "peer": "lavislite fp32 (transformers has no BLIP pre-training model)",
-                        "peer_s": pre["fp32"]["median_s"], "ours_s": pre["bf16"]["median_s"], "ratio": pre["bf16_speedup"],
-                        "same": (f"n/a (last losses fp32 {pre['last_loss']['fp32']}, bf16 {pre['last_loss']['bf16']})"
-                                 if "last_loss" in pre else "n/a"),
-                        "mem": _mb(pre["fp32"].get("peak_mb"), pre["bf16"].get("peak_mb"))})
+            out.append(
+                {
+                    "key": "train.pretrain",
+                    "workload": f"training step, pre-training (ITC+ITM+LM), ViT-B @ {pre['image_size']}, batch {batch}: bf16 autocast vs fp32",
+                    "peer": "lavislite fp32 (transformers has no BLIP pre-training model)",
+                    "peer_s": pre["fp32"]["median_s"],
+                    "ours_s": pre["bf16"]["median_s"],
+                    "ratio": pre["bf16_speedup"],
+                    "same": (f"n/a (last losses fp32 {pre['last_loss']['fp32']}, bf16 {pre['last_loss']['bf16']})" if "last_loss" in pre else "n/a"),
+                    "mem": _mb(pre["fp32"].get("peak_mb"), pre["bf16"].get("peak_mb")),
+                }
+            )
     load = _load("load")
     if load:
         r = load["runs"]["load"]
-        out.append({"key": "load", "workload": f"model load, official .pth ({r['checkpoint_mb']} MiB)", "peer": r["peer"],
-                    "peer_s": r["peer_time"]["median_s"], "ours_s": r["lavislite_time"]["median_s"], "ratio": r["ratio"],
-                    "same": "yes (weights)" if r["identical_weights"] else "NO", "mem": _mb(r["peer_time"].get("peak_mb"), r["lavislite_time"].get("peak_mb"))})
+        out.append(
+            {
+                "key": "load",
+                "workload": f"model load, official .pth ({r['checkpoint_mb']} MiB)",
+                "peer": r["peer"],
+                "peer_s": r["peer_time"]["median_s"],
+                "ours_s": r["lavislite_time"]["median_s"],
+                "ratio": r["ratio"],
+                "same": "yes (weights)" if r["identical_weights"] else "NO",
+                "mem": _mb(r["peer_time"].get("peak_mb"), r["lavislite_time"].get("peak_mb")),
+            }
+        )
         r = load["runs"]["import"]
-        out.append({"key": "import", "workload": "import time (fresh interpreter)", "peer": r["peer"], "peer_s": r["peer_time"]["median_s"],
-                    "ours_s": r["lavislite_time"]["median_s"], "ratio": r["ratio"],
-                    "same": "transformers not imported" if not r["lavislite_import_pulls_in_transformers"] else "pulls in transformers", "mem": "–"})
+        out.append(
+            {
+                "key": "import",
+                "workload": "import time (fresh interpreter)",
+                "peer": r["peer"],
+                "peer_s": r["peer_time"]["median_s"],
+                "ours_s": r["lavislite_time"]["median_s"],
+                "ratio": r["ratio"],
+                "same": "transformers not imported" if not r["lavislite_import_pulls_in_transformers"] else "pulls in transformers",
+                "mem": "–",
+            }
+        )
     cf = _load("capfilt")
     if cf:
-        out.append({"key": "capfilt", "workload": f"CapFilt bootstrapping, {cf['images']} images, batch {cf['batch']}: captioner "
-                                                  f"(ViT-B/16 @ {cf['image_size']}, nucleus, 1 caption) + ITM filter, images/s "
-                                                  f"{cf['peer_time']['items_per_s']} vs {cf['lavislite_time']['items_per_s']}",
-                    "peer": cf["peer"], "peer_s": cf["peer_time"]["median_s"], "ours_s": cf["lavislite_time"]["median_s"],
-                    "ratio": cf["ratio"], "same": "n/a (nucleus draws depend on the batch)",
-                    "mem": _mb(cf["peer_time"].get("peak_mb"), cf["lavislite_time"].get("peak_mb"))})
+        out.append(
+            {
+                "key": "capfilt",
+                "workload": f"CapFilt bootstrapping, {cf['images']} images, batch {cf['batch']}: captioner "
+                f"(ViT-B/16 @ {cf['image_size']}, nucleus, 1 caption) + ITM filter, images/s "
+                f"{cf['peer_time']['items_per_s']} vs {cf['lavislite_time']['items_per_s']}",
+                "peer": cf["peer"],
+                "peer_s": cf["peer_time"]["median_s"],
+                "ours_s": cf["lavislite_time"]["median_s"],
+                "ratio": cf["ratio"],
+                "same": "n/a (nucleus draws depend on the batch)",
+                "mem": _mb(cf["peer_time"].get("peak_mb"), cf["lavislite_time"].get("peak_mb")),
+            }
+        )
     return out
 
 
@@ -220,14 +321,18 @@ def partial_notes() -> list[str]:
             a, b = (r.get("peer_time") or {}).get("times_s"), (r.get("lavislite_time") or {}).get("times_s")
             if a and b and len(a) == len(b) > 1 and (max(a) > 2 * min(a) or max(b) > 2 * min(b)):
                 per = ", ".join(f"{x / y:.2f}×" for x, y in zip(a, b))
-                notes.append(f"captioning {key}: load spike — rounds took {a} s (peer) vs {b} s (lavislite), per-round "
-                             f"ratios {per}; the median ratio {r['ratio']}× is distorted")
+                notes.append(
+                    f"captioning {key}: load spike — rounds took {a} s (peer) vs {b} s (lavislite), per-round "
+                    f"ratios {per}; the median ratio {r['ratio']}× is distorted"
+                )
         missing = [w for w in ("beam3", "greedy", "beam3_decode", "greedy_decode", "bf16") if w not in cap["runs"]]
         notes.append(f"captioning: {cap.get('repeats')} timed repeat(s) per side; not run: {', '.join(missing) or 'none'}")
     ret = _load("retrieval")
     if ret and (ret["images"], ret["texts"], ret["k"]) != (64, 320, 16):
-        notes.append(f"retrieval: scaled down to {ret['images']} images × {ret['texts']} texts, k={ret['k']} (the issue's size is "
-                     "64 × 320, k=16; same k/images and k/texts, 4× fewer texts per image, so the ratio is a lower bound)")
+        notes.append(
+            f"retrieval: scaled down to {ret['images']} images × {ret['texts']} texts, k={ret['k']} (the issue's size is "
+            "64 × 320, k=16; same k/images and k/texts, 4× fewer texts per image, so the ratio is a lower bound)"
+        )
     if ret and ret.get("repeats", 1) <= 1:
         notes.append("retrieval: one timed call per side (cold; no warm-up)" if ret.get("warmup") == 0 else "retrieval: one timed repeat")
     vid = _load("video_retrieval")
@@ -235,9 +340,11 @@ def partial_notes() -> list[str]:
         notes.append("video retrieval: re-ranking memory only; the BLIP per-query loop baseline was not run")
     if vid and "blip_loop_s" in vid:
         if vid.get("image_size", 384) != 384:
-            notes.append(f"video retrieval: timed rows scaled down to {vid['image_size']} px frames ({vid.get('tokens_per_video')} visual tokens "
-                         f"per video instead of 4,616 at 384 px; same videos/frames/k); the per-pair K/V projection the per-query loop repeats "
-                         "grows with the tokens, so the ratio is a lower bound of the 384 px one")
+            notes.append(
+                f"video retrieval: timed rows scaled down to {vid['image_size']} px frames ({vid.get('tokens_per_video')} visual tokens "
+                f"per video instead of 4,616 at 384 px; same videos/frames/k); the per-pair K/V projection the per-query loop repeats "
+                "grows with the tokens, so the ratio is a lower bound of the 384 px one"
+            )
         e2e, rr = vid.get("e2e", {}), vid.get("rerank", {})
         if e2e.get("repeats", 1) <= 1:
             notes.append("video retrieval end to end: one timed call per side (cold; it is the warm-up of the re-rank row)")
@@ -247,8 +354,9 @@ def partial_notes() -> list[str]:
             notes.append("video retrieval memory row: carried over from an earlier run (--skip-memory), not re-measured")
     tr = _load("train_step")
     if tr and (tr.get("quick") or tr.get("batch", 4) < 4 or tr.get("repeats", 3) < 3):
-        notes.append(f"training step: batch {tr.get('batch')}, {tr.get('repeats')} timed step(s) per side"
-                     f"{' (quick: tiny models)' if tr.get('quick') else ''}")
+        notes.append(
+            f"training step: batch {tr.get('batch')}, {tr.get('repeats')} timed step(s) per side{' (quick: tiny models)' if tr.get('quick') else ''}"
+        )
     if tr and set(tr.get("runs", {})) != {"caption", "pretrain"}:
         notes.append(f"training step: only {', '.join(tr.get('runs', {})) or 'nothing'} run")
     cf = _load("capfilt")
@@ -271,9 +379,11 @@ def machine_summary(machines: dict[str, dict]) -> str:
         by_cpu.setdefault(named[0] if named else "cpu model not recorded", []).append(name)
     devices = [f"{cpu} ({', '.join(names)})" for cpu, names in by_cpu.items()]
     load = f"1-minute load average {min(loads):g}–{max(loads):g} when the scripts ended" if loads else "load not recorded"
-    return (f"**Machine:** {'; '.join(devices) or 'unknown'} — 2 CPU cores, no GPU; {load} (a script's own threads "
-            "count: about its thread count when nothing else ran; more means the cores were shared, see *Machines* and "
-            "bench/NOTES.md). Compare the ratios, each measured within one process.")
+    return (
+        f"**Machine:** {'; '.join(devices) or 'unknown'} — 2 CPU cores, no GPU; {load} (a script's own threads "
+        "count: about its thread count when nothing else ran; more means the cores were shared, see *Machines* and "
+        "bench/NOTES.md). Compare the ratios, each measured within one process."
+    )
 
 
 def serve_section() -> list[str]:
@@ -288,36 +398,53 @@ def serve_section() -> list[str]:
     load = sv.get("load")
     if load:
         a = load["batching"]
-        lines += [f"HTTP captioning on loopback: {a['clients']} concurrent clients for {a['seconds']:.0f} s of `POST /api/caption` "
-                  "(one 32 px shapes-world image; `blip_caption:tiny`, random weights, beam 3, up to 30 tokens); the server in its "
-                  f"own process with {a['server_torch_threads']} torch threads.", "",
-                  "| server | requests/s | p50 ms | p99 ms | ok / failed | mean batch | load avg before → after (1/5/15 min) |",
-                  "|---|---:|---:|---:|---|---:|---|"]
+        lines += [
+            f"HTTP captioning on loopback: {a['clients']} concurrent clients for {a['seconds']:.0f} s of `POST /api/caption` "
+            "(one 32 px shapes-world image; `blip_caption:tiny`, random weights, beam 3, up to 30 tokens); the server in its "
+            f"own process with {a['server_torch_threads']} torch threads.",
+            "",
+            "| server | requests/s | p50 ms | p99 ms | ok / failed | mean batch | load avg before → after (1/5/15 min) |",
+            "|---|---:|---:|---:|---|---:|---|",
+        ]
         for key, label in (("no_batching", "no batching (`--max-batch 1`)"), ("batching", "dynamic batching (`--max-batch 16 --max-wait-ms 10`)")):
             r = load[key]
-            lines.append(f"| {label} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['requests_ok']} / {r['failed']} | "
-                         f"{r['mean_batch']} | {r['load_before']} → {r['load_after']} |")
+            lines.append(
+                f"| {label} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['requests_ok']} / {r['failed']} | "
+                f"{r['mean_batch']} | {r['load_before']} → {r['load_after']} |"
+            )
         lines += ["", f"Batching: **{load['throughput_ratio']}×** the throughput."]
     se = sv.get("search")
     if se:
-        lines += ["", f"Vector search, {se['vectors']:,} synthetic unit vectors of dim {se['dim']} ({se.get('data', 'uniformly random')}), "
-                      f"top {se['k']}, {se.get('threads', '?')} thread(s) for torch and faiss (load {se['load_before']} → {se['load_after']}):", "",
-                  "| index | 1 query ms | 16 queries ms | build s | top 10 vs exact |", "|---|---:|---:|---:|---|"]
+        lines += [
+            "",
+            f"Vector search, {se['vectors']:,} synthetic unit vectors of dim {se['dim']} ({se.get('data', 'uniformly random')}), "
+            f"top {se['k']}, {se.get('threads', '?')} thread(s) for torch and faiss (load {se['load_before']} → {se['load_after']}):",
+            "",
+            "| index | 1 query ms | 16 queries ms | build s | top 10 vs exact |",
+            "|---|---:|---:|---:|---|",
+        ]
         q1, q16 = se["queries_1"], se["queries_16"]
         lines.append(f"| torch matmul + topk (brute force) | {1000 * q1['torch_s']:.2f} | {1000 * q16['torch_s']:.2f} | – | exact |")
-        lines.append(f"| faiss flat inner product | {1000 * q1['faiss_flat_s']:.2f} | {1000 * q16['faiss_flat_s']:.2f} | "
-                     f"{se['faiss_flat_build_s']} | {'identical' if q1['identical_top10'] and q16['identical_top10'] else 'DIFFERS'} |")
+        lines.append(
+            f"| faiss flat inner product | {1000 * q1['faiss_flat_s']:.2f} | {1000 * q16['faiss_flat_s']:.2f} | "
+            f"{se['faiss_flat_build_s']} | {'identical' if q1['identical_top10'] and q16['identical_top10'] else 'DIFFERS'} |"
+        )
         for kind in ("ivf", "hnsw"):
             if kind in se:
                 r = se[kind]
                 note = f" (earlier run, load {r['load']})" if r.get("carried_over") else ""
-                lines.append(f"| faiss {kind.upper()}{note} | {1000 * r['query_1_s']:.2f} | {1000 * r['queries_16_s']:.2f} | {r['build_s']} | "
-                             f"recall@10 {r['recall_at_10']:.0%} |")
+                lines.append(
+                    f"| faiss {kind.upper()}{note} | {1000 * r['query_1_s']:.2f} | {1000 * r['queries_16_s']:.2f} | {r['build_s']} | "
+                    f"recall@10 {r['recall_at_10']:.0%} |"
+                )
         lines += ["", f"faiss flat vs torch: {q1['ratio']}× for one query, {q16['ratio']}× for 16."]
     for e in sv.get("e2e", []):
-        lines += ["", f"End-to-end text query, {e['model']}, {e['vectors']:,}-vector index: ITC only {1000 * e['itc_only_s']:.0f} ms; "
-                      f"ITC + ITM re-ranking of {e['rerank_k']} (re-read + encode the 16 candidates, 16 ITM pairs) "
-                      f"{1000 * e['itc_itm16_s']:.0f} ms (median of {len(e['times_s']['itc_itm16'])}; load {e['load_before']} → {e['load_after']})."]
+        lines += [
+            "",
+            f"End-to-end text query, {e['model']}, {e['vectors']:,}-vector index: ITC only {1000 * e['itc_only_s']:.0f} ms; "
+            f"ITC + ITM re-ranking of {e['rerank_k']} (re-read + encode the 16 candidates, 16 ITM pairs) "
+            f"{1000 * e['itc_itm16_s']:.0f} ms (median of {len(e['times_s']['itc_itm16'])}; load {e['load_before']} → {e['load_after']}).",
+        ]
     return lines
 
 
@@ -340,18 +467,26 @@ def render(status: dict | None = None) -> str:
             m = d.get("machine") or {k: d.get(k) for k in ("device", "cpu", "threads", "torch", "load_average_1min_at_end") if d.get(k) is not None}
             machines[name] = m
     quick = any((_load(n) or {}).get("quick") for n in SCRIPTS)
-    lines = ["# lavislite benchmarks", "",
-             "Generated by `python bench/run.py` (scripts in bench/, raw numbers in bench/results/*.json). "
-             "Both sides run in the same process on the same weights, interleaved, median of the repeats; "
-             "ratio = peer seconds / lavislite seconds (higher is better for lavislite).", "", machine_summary(machines), ""]
+    lines = [
+        "# lavislite benchmarks",
+        "",
+        "Generated by `python bench/run.py` (scripts in bench/, raw numbers in bench/results/*.json). "
+        "Both sides run in the same process on the same weights, interleaved, median of the repeats; "
+        "ratio = peer seconds / lavislite seconds (higher is better for lavislite).",
+        "",
+        machine_summary(machines),
+        "",
+    ]
     partial = partial_notes()
     if partial:
         lines += ["**Partial rows** (less than the issue's size or repeats; see *Machines* for each script's settings):", ""]
         lines += [f"- {n}" for n in partial] + [""]
     if quick:
         lines += ["**Some results below come from `--quick` smoke runs (tiny models): their numbers are meaningless.**", ""]
-    lines += ["| workload | peer | peer s | lavislite s | ratio | outputs identical? | peak memory (peer / lavislite) |",
-              "|---|---|---:|---:|---:|---|---|"]
+    lines += [
+        "| workload | peer | peer s | lavislite s | ratio | outputs identical? | peak memory (peer / lavislite) |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
     for r in table:
         lines.append(f"| {r['workload']} | {r['peer']} | {_s(r['peer_s'])} | {_s(r['ours_s'])} | **{r['ratio']}×** | {r['same']} | {r['mem']} |")
     lines += ["", "## Targets", "", "| target | measured | met? |", "|---|---|---|"]
@@ -365,10 +500,12 @@ def render(status: dict | None = None) -> str:
             agree = _load("caption_bf16")["identical_captions_fraction"]
             full = by_key.get("caption.bf16_full")
             speeds = f"{r['ratio']}× (demo size)" + (f", {full['ratio']}× (full size)" if full else "")
-            lines.append(f"| caption.bf16 ≥ {want}×, {cond} | {speeds}; {agree:.0%} identical | "
-                         f"speed {'met' if isinstance(r['ratio'], (int, float)) and r['ratio'] >= want else 'NOT met'}"
-                         f"{'' if not full else ' at demo size, ' + ('met' if full['ratio'] >= want else 'NOT met') + ' at full size'}; "
-                         f"agreement {'met' if agree >= 0.95 else 'NOT met'} |")
+            lines.append(
+                f"| caption.bf16 ≥ {want}×, {cond} | {speeds}; {agree:.0%} identical | "
+                f"speed {'met' if isinstance(r['ratio'], (int, float)) and r['ratio'] >= want else 'NOT met'}"
+                f"{'' if not full else ' at demo size, ' + ('met' if full['ratio'] >= want else 'NOT met') + ' at full size'}; "
+                f"agreement {'met' if agree >= 0.95 else 'NOT met'} |"
+            )
             continue
         else:
             verdict = "yes" if ok else "no"

@@ -97,7 +97,8 @@ def load_model(
 
     ``load_model("blip_caption", "base_coco")`` builds a registered type; ``load_model("path/to/folder")``
     (no type) rebuilds the model a training run or ``export_model`` wrote there, weights, tokenizer and
-    processors included (a run directory holding ``model/`` works too). ``overrides`` replace keys of the type's ``model:`` config (for example ``image_size=224``,
+    processors included (a run directory holding ``model/`` works too). ``overrides`` replace keys of the
+    type's ``model:`` config (for example ``image_size=224``,
     ``tokenizer="/models/bert-base-uncased"``, ``load_finetuned=False``); dotted keys starting with
     ``preprocess.`` reach the processors. ``checkpoint`` is a URL, a local ``.pth``/``.safetensors``
     file or a transformers BLIP directory/hub id, loaded instead of the yaml's weights.
@@ -209,10 +210,12 @@ class ModelZoo:
         for e in self.entries(builtin_only):
             path = resolve_config_path(e.config)
             m = load_yaml(path if path.is_absolute() else CONFIG_ROOT / e.config).get("model", {})
-            url = m.get("finetuned") if m.get("load_finetuned") and m.get("finetuned") else (
-                m.get("pretrained") if m.get("load_pretrained") else None)
+            url = (
+                m.get("finetuned") if m.get("load_finetuned") and m.get("finetuned") else (m.get("pretrained") if m.get("load_pretrained") else None)
+            )
             weights = f"`{str(url).rsplit('/', 1)[-1]}`" if url else "random init"
-            lines.append(f"| `{e.name}` | `{e.model_type}` | {m.get('vit_type', m.get('vit_model', '-')) + (' (resized)' if m.get('vit_overrides') else '')} | {m.get('image_size', '-')} | {weights} |")
+            vit = m.get("vit_type", m.get("vit_model", "-")) + (" (resized)" if m.get("vit_overrides") else "")
+            lines.append(f"| `{e.name}` | `{e.model_type}` | {vit} | {m.get('image_size', '-')} | {weights} |")
         return "\n".join(lines)
 
 

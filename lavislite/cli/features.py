@@ -113,9 +113,9 @@ def _run_text(args: argparse.Namespace) -> int:
 
     from lavislite.common.utils import resolve_device
     from lavislite.inference import rank_split
+    from lavislite.inference.batch_loop import RunStats
     from lavislite.inference.loading import load
     from lavislite.inference.output import summary
-    from lavislite.inference.batch_loop import RunStats
 
     device = resolve_device(args.device, what="--device")
     shard = rank_split.init(device)

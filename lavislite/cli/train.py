@@ -26,7 +26,11 @@ def _go(args: argparse.Namespace, evaluate: bool) -> int:
     try:
         summary = run(args.cfg_path, args.options, resume=args.resume, evaluate=evaluate)
         if dist.is_main_process():
-            print(json.dumps({"run_dir": summary["run_dir"], "best_metric": summary["best_metric"], "metrics": summary["metrics"]}, indent=2, default=str))
+            print(
+                json.dumps(
+                    {"run_dir": summary["run_dir"], "best_metric": summary["best_metric"], "metrics": summary["metrics"]}, indent=2, default=str
+                )
+            )
         dist.barrier()  # no rank tears the group down while a peer still uses it (see lavislite.train.main)
     except BaseException as exc:
         dist.report_failure(exc)

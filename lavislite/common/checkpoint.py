@@ -444,7 +444,8 @@ def _garbage_message(model: nn.Module, label: str, report: LoadReport, missing: 
     return (
         f"Checkpoint {label} does not fit {name}: {report.unloaded_fraction:.0%} of the model's parameters would stay "
         f"unloaded and {report.dropped_fraction:.0%} of the checkpoint's would be dropped for their shape (a partial load "
-        f"may leave {MAX_UNLOADED_FRACTION:.0%} and drop {MAX_DROPPED_FRACTION:.0%}): {'; '.join(found)}. Likely cause: {_likely_cause(report, missing, unexpected)}. "
+        f"may leave {MAX_UNLOADED_FRACTION:.0%} and drop {MAX_DROPPED_FRACTION:.0%}): {'; '.join(found)}. Likely cause: "
+        f"{_likely_cause(report, missing, unexpected)}. "
         f"Use the checkpoint made for this model, or pass strict=False to load what fits anyway."
     )
 
@@ -452,8 +453,10 @@ def _garbage_message(model: nn.Module, label: str, report: LoadReport, missing: 
 def _likely_cause(report: LoadReport, missing: list[str], unexpected: list[str]) -> str:
     for key, ckpt, model in report.mismatched:
         if len(ckpt) == 2 == len(model) and ckpt[1] == model[1] and ckpt[0] != model[0] and "embed" in key:
-            return (f"a wrong vocabulary size: {key} has {ckpt[0]} rows in the checkpoint and {model[0]} in the model; use the "
-                    f"tokenizer the checkpoint was trained with, or set the model's vocab_size to {ckpt[0]}")
+            return (
+                f"a wrong vocabulary size: {key} has {ckpt[0]} rows in the checkpoint and {model[0]} in the model; use the "
+                f"tokenizer the checkpoint was trained with, or set the model's vocab_size to {ckpt[0]}"
+            )
         if "pos" in key and "embed" in key and ckpt[-1] == model[-1]:
             return f"a wrong image size: {key} is {tuple(ckpt)} in the checkpoint and {tuple(model)} in the model"
     if report.mismatched and len(report.mismatched) >= len(missing):
@@ -555,7 +558,9 @@ def _raise_if_unfit(model: nn.Module, label: str, missing: list[str], unexpected
 def _log(report: LoadReport, model: nn.Module) -> None:
     name = type(model).__name__
     if report.missing:
-        logger.warning("%s: %d keys missing from %s (left as initialised): %s", name, len(report.missing), report.source, summarize_keys(report.missing))
+        logger.warning(
+            "%s: %d keys missing from %s (left as initialised): %s", name, len(report.missing), report.source, summarize_keys(report.missing)
+        )
     if report.unexpected:
         logger.warning("%s: %d unexpected keys in %s (not used): %s", name, len(report.unexpected), report.source, summarize_keys(report.unexpected))
     if report.mismatched:

@@ -115,15 +115,20 @@ def run_capfilt_demo(out_dir: str | Path | None = None, *, quick: bool = False, 
             return summary
 
         # 2. the pre-trained model the captioner and the filter start from, and their fine-tunes on the clean split
-        base = stage("base_pretrain", PROJECT_DIR / "pretrain.yaml", [*_pretrain_data(world), f"run.max_epoch={sizes['base_epochs']}", "run.warmup_steps=10"])
+        base = stage(
+            "base_pretrain", PROJECT_DIR / "pretrain.yaml", [*_pretrain_data(world), f"run.max_epoch={sizes['base_epochs']}", "run.warmup_steps=10"]
+        )
         base_model = _stage_weights(Path(base["run_dir"]))
         ft = [f"model.checkpoint={base_model}", f"run.max_epoch={sizes['finetune_epochs']}", "run.warmup_steps=5"]
         cap = stage("captioner_finetune", PROJECT_DIR / "caption.yaml", [*_karpathy("coco_caption", gt=True)(world), *ft, "run.num_beams=2"])
         flt = stage("filter_finetune", PROJECT_DIR / "retrieval.yaml", [*_karpathy("coco_retrieval")(world), *ft])
         cap_model, flt_model = _stage_weights(Path(cap["run_dir"])), _stage_weights(Path(flt["run_dir"]))
         result["finetuned"] = {"captioner": cap["metrics"].get("test", {}), "filter": flt["metrics"].get("test", {})}
-        say(f"[2] pre-trained on the clean split, fine-tuned captioner (CIDEr {cap['metrics']['test'].get('CIDEr', 0):.2f}) "
-            f"and filter (t2i R@1 {flt['metrics']['test'].get('img_r1', 0):.1f}%) ({seconds['base_pretrain'] + seconds['captioner_finetune'] + seconds['filter_finetune']:.0f} s)")
+        say(
+            f"[2] pre-trained on the clean split, fine-tuned captioner (CIDEr {cap['metrics']['test'].get('CIDEr', 0):.2f}) "
+            f"and filter (t2i R@1 {flt['metrics']['test'].get('img_r1', 0):.1f}%) "
+            f"({seconds['base_pretrain'] + seconds['captioner_finetune'] + seconds['filter_finetune']:.0f} s)"
+        )
 
         # 3. CapFilt over the web shards, one run per arm
         web_spec = str(web.root / f"{{00000..{len(web.shards) - 1:05d}}}.tar")
@@ -137,13 +142,18 @@ def run_capfilt_demo(out_dir: str | Path | None = None, *, quick: bool = False, 
             res = timed(f"capfilt_{arm.name}", lambda cfg=cfg: run_capfilt(cfg))
             summary = res.summary
             quality = _noise_detection(cfg.output_dir, web.truth) if cfg.filter_web else None
-            result["capfilt"][arm.name] = {"summary": {k: v for k, v in summary.items() if k != "histogram"}, "filter_vs_truth": quality,
-                                           "images_per_second": round(res.images_per_second, 1)}
+            result["capfilt"][arm.name] = {
+                "summary": {k: v for k, v in summary.items() if k != "histogram"},
+                "filter_vs_truth": quality,
+                "images_per_second": round(res.images_per_second, 1),
+            }
             arm_shards[arm.name] = str(cfg.output_dir / "shards" / f"{{00000..{len(web.shards) - 1:05d}}}.tar")
-            say(f"[3] CapFilt {arm.name}: kept {summary['kept_web']}/{summary['texts_in']} web, {summary['kept_synthetic']}/"
-                f"{summary['synthetic_in']} synthetic texts" + (f"; filter precision {quality['precision']:.1%}, recall "
-                                                                f"{quality['recall']:.1%} on the noisy web texts" if quality else "")
-                + f" ({seconds[f'capfilt_{arm.name}']:.0f} s)")
+            say(
+                f"[3] CapFilt {arm.name}: kept {summary['kept_web']}/{summary['texts_in']} web, {summary['kept_synthetic']}/"
+                f"{summary['synthetic_in']} synthetic texts"
+                + (f"; filter precision {quality['precision']:.1%}, recall {quality['recall']:.1%} on the noisy web texts" if quality else "")
+                + f" ({seconds[f'capfilt_{arm.name}']:.0f} s)"
+            )
 
         # 4. pre-train from scratch on each arm, same steps and seed; evaluate zero-shot on the held-out test split
         result["arms"] = {}
@@ -153,22 +163,41 @@ def run_capfilt_demo(out_dir: str | Path | None = None, *, quick: bool = False, 
                 result["arms"][arm.name] = None  # nothing to pre-train on: reported, not trained
                 say(f"[4] {arm.title}: the filter kept no text; no pre-training")
                 continue
-            pre = stage(f"pretrain_{arm.name}", PROJECT_DIR / "capfilt_pretrain_web.yaml",
-                        [f"datasets.pretrain_wds.build_info.shards={arm_shards[arm.name]}", f"run.max_iters={sizes['arm_iters']}"])
+            pre = stage(
+                f"pretrain_{arm.name}",
+                PROJECT_DIR / "capfilt_pretrain_web.yaml",
+                [f"datasets.pretrain_wds.build_info.shards={arm_shards[arm.name]}", f"run.max_iters={sizes['arm_iters']}"],
+            )
             ckpt = _stage_weights(Path(pre["run_dir"]))
-            ret = stage(f"eval_retrieval_{arm.name}", PROJECT_DIR / "retrieval.yaml",
-                        [*_karpathy("coco_retrieval")(world), f"model.checkpoint={ckpt}"], evaluate=True)
-            capt = stage(f"eval_caption_{arm.name}", PROJECT_DIR / "caption.yaml",
-                         [*_karpathy("coco_caption", gt=True)(world), f"model.checkpoint={ckpt}", "model.prompt=", "run.num_beams=2"],
-                         evaluate=True)
-            m = {"t2i_r1": ret["metrics"]["test"]["img_r1"], "i2t_r1": ret["metrics"]["test"]["txt_r1"],
-                 "CIDEr": capt["metrics"]["test"]["CIDEr"], "train_loss": {k: v for k, v in (pre.get("train") or {}).items() if "loss" in k}}
+            ret = stage(
+                f"eval_retrieval_{arm.name}",
+                PROJECT_DIR / "retrieval.yaml",
+                [*_karpathy("coco_retrieval")(world), f"model.checkpoint={ckpt}"],
+                evaluate=True,
+            )
+            capt = stage(
+                f"eval_caption_{arm.name}",
+                PROJECT_DIR / "caption.yaml",
+                [*_karpathy("coco_caption", gt=True)(world), f"model.checkpoint={ckpt}", "model.prompt=", "run.num_beams=2"],
+                evaluate=True,
+            )
+            m = {
+                "t2i_r1": ret["metrics"]["test"]["img_r1"],
+                "i2t_r1": ret["metrics"]["test"]["txt_r1"],
+                "CIDEr": capt["metrics"]["test"]["CIDEr"],
+                "train_loss": {k: v for k, v in (pre.get("train") or {}).items() if "loss" in k},
+            }
             result["arms"][arm.name] = m
-            say(f"[4] {arm.title}: t2i R@1 {m['t2i_r1']:.1f}%, i2t R@1 {m['i2t_r1']:.1f}%, CIDEr {m['CIDEr']:.3f} "
-                f"({seconds[f'pretrain_{arm.name}'] + seconds[f'eval_retrieval_{arm.name}'] + seconds[f'eval_caption_{arm.name}']:.0f} s)")
+            say(
+                f"[4] {arm.title}: t2i R@1 {m['t2i_r1']:.1f}%, i2t R@1 {m['i2t_r1']:.1f}%, CIDEr {m['CIDEr']:.3f} "
+                f"({seconds[f'pretrain_{arm.name}'] + seconds[f'eval_retrieval_{arm.name}'] + seconds[f'eval_caption_{arm.name}']:.0f} s)"
+            )
 
-        result["chance"] = {"t2i_r1": 100.0 / world.counts["images_test"], "i2t_r1": 100.0 / world.counts["images_test"],
-                            "CIDEr": caption_baseline(world)["caption_cider"]}
+        result["chance"] = {
+            "t2i_r1": 100.0 / world.counts["images_test"],
+            "i2t_r1": 100.0 / world.counts["images_test"],
+            "CIDEr": caption_baseline(world)["caption_cider"],
+        }
         seconds["total"] = round(time.perf_counter() - t_start, 1)
         result["seconds"] = seconds
         (out / "capfilt_metrics.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
@@ -218,9 +247,17 @@ def format_table(result: dict[str, Any]) -> str:
         s = c["summary"] if c else None
         q = c["filter_vs_truth"] if c else None
         num = lambda v, f: "no data" if v is None else format(v, f)
-        rows.append((arm.title, num(m["t2i_r1"], ".1f") + "%" * (m["t2i_r1"] is not None), num(m["i2t_r1"], ".1f") + "%" * (m["i2t_r1"] is not None), num(m["CIDEr"], ".3f"),
-                     f"{s['kept_web']}/{s['texts_in']}" if s else "all", f"{s['kept_synthetic']}/{s['synthetic_in']}" if s else "-",
-                     f"{q['precision']:.0%} / {q['recall']:.0%}" if q else "-"))
+        rows.append(
+            (
+                arm.title,
+                num(m["t2i_r1"], ".1f") + "%" * (m["t2i_r1"] is not None),
+                num(m["i2t_r1"], ".1f") + "%" * (m["i2t_r1"] is not None),
+                num(m["CIDEr"], ".3f"),
+                f"{s['kept_web']}/{s['texts_in']}" if s else "all",
+                f"{s['kept_synthetic']}/{s['synthetic_in']}" if s else "-",
+                f"{q['precision']:.0%} / {q['recall']:.0%}" if q else "-",
+            )
+        )
     rows.append(("chance", f"{chance['t2i_r1']:.1f}%", f"{chance['i2t_r1']:.1f}%", f"{chance['CIDEr']:.3f}", "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]

@@ -406,8 +406,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         ok = "" if r["passed"] is None else ("ok" if r["passed"] else "BELOW FLOOR")
         lines.append((r["task"], r["metric"], fmt(r["value"], r["percent"]), fmt(r["chance"], r["percent"]),
                       fmt(r["floor"], r["percent"]), ok))
-    widths = [max(len(str(l[i])) for l in lines) for i in range(len(head))]
-    text = ["  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(l, widths))).rstrip() for l in lines]
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
+    text = ["  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text)
 
@@ -464,7 +464,8 @@ def _quiet_console(log_file: Path) -> Iterator[None]:
     """Stage INFO logs go to ``log_file`` (and each run's log.txt); the console keeps warnings, the
     demo's own one-line-per-stage progress and the runner's progress bars."""
     lav = logging.getLogger("lavislite")
-    roots = [h for h in logging.getLogger().handlers + lav.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    handlers = logging.getLogger().handlers + lav.handlers
+    roots = [h for h in handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
     added: list[logging.Handler] = []
     quiet = _ExpectedWarnings()
     if not roots:  # keep setup_run_logging from adding an INFO console handler

@@ -9,11 +9,11 @@ from typing import Any, Callable, Sequence
 
 from lavislite.common.utils import resolve_device
 from lavislite.inference import rank_split
+from lavislite.inference.batch_loop import BatchFn, RunStats, run_batches
 from lavislite.inference.data import ItemsDataset, ShardImageDataset
 from lavislite.inference.inputs import discover, expand_shards, split_inputs
 from lavislite.inference.loading import Loaded, load
 from lavislite.inference.output import Output, summary
-from lavislite.inference.batch_loop import BatchFn, RunStats, run_batches
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from lavislite.common.errors import ConfigError, DataError
+from lavislite.inference.batch_loop import RunStats, run_batches
 from lavislite.inference.data import ItemsDataset
 from lavislite.inference.inputs import Item
-from lavislite.inference.batch_loop import RunStats, run_batches
 from lavislite.tasks.rerank import rerank_score, rerank_text_queries, top_candidates
 
 logger = logging.getLogger(__name__)

@@ -151,7 +151,9 @@ class MedConfig:
         """Read an original ``med_config.json`` / ``bert_config.json`` (or a lavislite preset file)."""
         path = Path(path).expanduser()
         if not path.is_file():
-            raise ConfigError(f"MED config file {path} does not exist; give a path to a med_config.json-style file or a preset name {sorted(cls.PRESETS)}")
+            raise ConfigError(
+                f"MED config file {path} does not exist; give a path to a med_config.json-style file or a preset name {sorted(cls.PRESETS)}"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
@@ -525,9 +527,7 @@ class BertEncoder(nn.Module):
         if not use_cache:
             return hidden, None
         cached_queries = (past.num_queries if past is not None else 0) + num_queries
-        return hidden, MedKVCache(
-            self_kv, cross_kv or None, list(cross_masks) if cross_masks is not None else None, cached_queries
-        )
+        return hidden, MedKVCache(self_kv, cross_kv or None, list(cross_masks) if cross_masks is not None else None, cached_queries)
 
 
 class BertPooler(nn.Module):
@@ -612,9 +612,7 @@ class BertModel(nn.Module):
         cross_states = cross_masks = None
         if mode == "multimodal":
             cross_states, cross_masks = self._cross_inputs(encoder_hidden_states, encoder_attention_mask, past_key_values, hidden)
-        hidden, cache = self.encoder(
-            hidden, self_mask, is_causal, cross_states, cross_masks, past_key_values, use_cache, num_queries
-        )
+        hidden, cache = self.encoder(hidden, self_mask, is_causal, cross_states, cross_masks, past_key_values, use_cache, num_queries)
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return MedOutput(last_hidden_state=hidden, past_key_values=cache, pooler_output=pooled)
 
@@ -654,14 +652,14 @@ class BertModel(nn.Module):
                 additive.append(None)
                 continue
             if m.dim() != 2 or (s is not None and m.shape != s.shape[:2]):
-                raise ValueError(f"encoder_attention_mask of shape {tuple(m.shape)} does not match the image states {tuple(s.shape[:2]) if s is not None else ''}")
+                raise ValueError(
+                    f"encoder_attention_mask of shape {tuple(m.shape)} does not match the image states {tuple(s.shape[:2]) if s is not None else ''}"
+                )
             additive.append((1.0 - m.to(hidden.dtype))[:, None, None, :] * neg)
         return states, additive
 
 
-def _self_attention_mask(
-    mask: Tensor | None, batch: int, length: int, past: int, is_decoder: bool, ref: Tensor
-) -> tuple[Tensor | None, bool]:
+def _self_attention_mask(mask: Tensor | None, batch: int, length: int, past: int, is_decoder: bool, ref: Tensor) -> tuple[Tensor | None, bool]:
     """Additive self-attention mask ``(1 - m) * -10000`` and whether SDPA's ``is_causal`` can replace it.
 
     Decoder: causal over the new positions (cached positions all visible) times the padding mask.
@@ -674,7 +672,9 @@ def _self_attention_mask(
         return (1.0 - mask.to(ref.dtype))[:, None] * SELF_ATTN_NEG, False
     if mask is not None:
         if mask.dim() != 2 or mask.shape[0] != batch or mask.shape[1] not in (total, length):
-            raise ValueError(f"attention_mask of shape {tuple(mask.shape)} does not fit a batch of {batch} x {total} positions (cached {past} + new {length})")
+            raise ValueError(
+                f"attention_mask of shape {tuple(mask.shape)} does not fit a batch of {batch} x {total} positions (cached {past} + new {length})"
+            )
         if mask.shape[1] != total:  # only the new positions given: cached ones are visible
             mask = torch.cat([mask.new_ones(batch, past), mask], dim=1)
         if bool(mask.all()):
@@ -791,10 +791,9 @@ class BertLMHeadModel(nn.Module):
         )
         hidden = out.last_hidden_state
         if query_embeds is not None:
-            hidden = hidden[:, query_embeds.shape[1]:]
+            hidden = hidden[:, query_embeds.shape[1] :]
         if labels is not None and not return_logits:
-            return LMOutput(loss=self._loss_at_targets(hidden, labels, reduction, label_smoothing), logits=None,
-                            past_key_values=out.past_key_values)
+            return LMOutput(loss=self._loss_at_targets(hidden, labels, reduction, label_smoothing), logits=None, past_key_values=out.past_key_values)
         if logits_last_only:
             hidden = hidden[:, -1:]
         logits = self.cls(hidden)
@@ -818,9 +817,7 @@ class BertLMHeadModel(nn.Module):
         prompts or the last position); the same values as projecting every position."""
         targets = labels[:, 1:]
         keep = targets != -100
-        token_loss = F.cross_entropy(
-            self.cls(hidden[:, :-1][keep]), targets[keep], reduction="none", label_smoothing=label_smoothing
-        )
+        token_loss = F.cross_entropy(self.cls(hidden[:, :-1][keep]), targets[keep], reduction="none", label_smoothing=label_smoothing)
         if reduction == "none":  # per sequence, summed in position order (ignored positions add 0)
             return token_loss.new_zeros(targets.shape).masked_scatter(keep, token_loss).sum(1)
         return token_loss.sum() if reduction == "sum" else token_loss.mean()

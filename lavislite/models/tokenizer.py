@@ -69,7 +69,9 @@ def _resolve_vocab_dir(name: str, cache_dir: str | os.PathLike | None) -> Path:
         return path.parent
     if path.is_dir():
         if not (path / "vocab.txt").is_file():
-            raise ConfigError(f"tokenizer directory {path} has no vocab.txt; put the BERT vocab.txt there or set model.tokenizer to another directory")
+            raise ConfigError(
+                f"tokenizer directory {path} has no vocab.txt; put the BERT vocab.txt there or set model.tokenizer to another directory"
+            )
         return path
     if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
         raise ConfigError(f"tokenizer path {name!r} does not exist; set model.tokenizer to a directory holding vocab.txt")

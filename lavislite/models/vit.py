@@ -68,7 +68,9 @@ class VisionTransformer(nn.Module):
         num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
-        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # stochastic depth grows with depth (cpu: also under a meta-device build)
+        dpr = torch.linspace(
+            0, drop_path_rate, depth, device="cpu"
+        ).tolist()  # stochastic depth grows with depth (cpu: also under a meta-device build)
         self.blocks = nn.ModuleList(
             [
                 Block(
@@ -117,7 +119,6 @@ class VisionTransformer(nn.Module):
             else:
                 x = blk(x)
         return self.norm(x)
-
 
     def _check(self, images: torch.Tensor) -> None:
         """Every head's images pass here: a bad batch gets a clear error before any compute."""

@@ -67,7 +67,9 @@ def load_image(item: ImageInput) -> Image.Image:
             img.load()  # Image.open is lazy: decode now so truncated files fail here, naming the file
             return to_rgb(img)
     except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: refused as a possible decompression bomb ({exc}). Raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted.") from exc
+        raise DataError(
+            f"{path}: refused as a possible decompression bomb ({exc}). Raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted."
+        ) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {path}: {exc}. The file is corrupt or not an image.") from exc
 

@@ -158,7 +158,10 @@ def _open_opencv(path: Path, size: int | None, decord_error: Exception | None = 
     except DataError as exc:
         if decord_error is None:
             raise
-        raise DataError(f"cannot read video {path}: decord: {_first_line(decord_error)}; OpenCV: not a readable video container. The file is corrupt or not a video.") from exc
+        raise DataError(
+            f"cannot read video {path}: decord: {_first_line(decord_error)}; OpenCV: not a readable video container. The file is corrupt or not a "
+            "video."
+        ) from exc
 
 
 def _first_line(exc: BaseException) -> str:
@@ -175,8 +178,7 @@ def _window(vlen: int, fps: float, start_time: float | None, end_time: float | N
     end = vlen if end_time is None else min(int(math.ceil(end_time * fps)), vlen)
     if start >= end:
         raise DataError(
-            f"time window [{start_time}, {end_time}] s of video {path} holds no frames "
-            f"(video: {vlen} frames at {fps:.3f} fps = {vlen / fps:.2f} s)"
+            f"time window [{start_time}, {end_time}] s of video {path} holds no frames (video: {vlen} frames at {fps:.3f} fps = {vlen / fps:.2f} s)"
         )
     return start, end
 
@@ -244,8 +246,15 @@ def _reread_short(reader, frames, actual, start_time, end_time, rng, path) -> np
     """The header over-counted frames: resample against the real length and read again."""
     if actual <= 0:
         raise DataError(f"video {path} has no decodable frames")
-    logger.warning("video %s: frames %d-%d of the %d its header announces cannot be decoded; sampling over the "
-                   "%d readable frames 0-%d instead", path, actual, reader.vlen - 1, reader.vlen, actual, actual - 1)
+    logger.warning(
+        "video %s: frames %d-%d of the %d its header announces cannot be decoded; sampling over the %d readable frames 0-%d instead",
+        path,
+        actual,
+        reader.vlen - 1,
+        reader.vlen,
+        actual,
+        actual - 1,
+    )
     reader.vlen = actual
     window = _window(actual, reader.fps, start_time, end_time, path)
     idx = _indices(frames, actual, window, rng, path)

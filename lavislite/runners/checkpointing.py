@@ -67,7 +67,13 @@ def capture_rng() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": _py_state_to_plain(random.getstate()),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -85,7 +91,9 @@ def restore_rng(state: dict[str, Any]) -> None:
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
         else:
-            logger.warning("checkpoint has %d CUDA RNG states, this machine %d devices: CUDA RNG not restored", len(states), torch.cuda.device_count())
+            logger.warning(
+                "checkpoint has %d CUDA RNG states, this machine %d devices: CUDA RNG not restored", len(states), torch.cuda.device_count()
+            )
 
 
 def _py_state_to_plain(s: tuple) -> list:
@@ -131,7 +139,9 @@ def save_best(path: Path, model: nn.Module, epoch: int, metric: float) -> Path:
 def read(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"resume checkpoint {path} does not exist; give run.resume_ckpt_path an existing checkpoint_latest.pth or use --resume auto")
+        raise CheckpointError(
+            f"resume checkpoint {path} does not exist; give run.resume_ckpt_path an existing checkpoint_latest.pth or use --resume auto"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

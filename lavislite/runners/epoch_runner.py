@@ -68,7 +68,9 @@ class EpochRunner:
         try:
             n = len(train_loader)
         except TypeError as exc:
-            raise ConfigError("runner_base needs a train dataset with a length; for streamed (webdataset) data use run.runner=runner_iter with run.max_iters") from exc
+            raise ConfigError(
+                "runner_base needs a train dataset with a length; for streamed (webdataset) data use run.runner=runner_iter with run.max_iters"
+            ) from exc
         return [n] * int(self.run_cfg.max_epoch)
 
     # -- entry points --------------------------------------------------------------------------
@@ -129,9 +131,18 @@ class EpochRunner:
         scheduler = build_lr_scheduler(optimizer, r, total_steps=sum(steps_in_epoch(n, accum) for n in lengths))
         dtype = amp_dtype(r.get("amp"), self.device)
         ctx = TrainContext(
-            task=self.task, model=self.model, optimizer=optimizer, scheduler=scheduler, scaler=make_scaler(self.device, dtype),
-            device=self.device, amp=dtype, accum=accum, grad_clip=r.get("grad_clip"), log_freq=max(1, int(r.get("log_freq", 50))),
-            checkpoint_every=r.get("checkpoint_every_steps"), metrics=self.metrics,
+            task=self.task,
+            model=self.model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=make_scaler(self.device, dtype),
+            device=self.device,
+            amp=dtype,
+            accum=accum,
+            grad_clip=r.get("grad_clip"),
+            log_freq=max(1, int(r.get("log_freq", 50))),
+            checkpoint_every=r.get("checkpoint_every_steps"),
+            metrics=self.metrics,
         )
         return ctx, BatchStream(loader, seed=int(r.seed)), lengths
 
@@ -159,7 +170,9 @@ class EpochRunner:
             ckpt.restore_rng(rng_states[self.rank])
         else:
             if rng_states is not None:
-                logger.warning("checkpoint was written by %d process(es), this run has %d: RNG reseeded, the data order is kept", len(rng_states), self.world)
+                logger.warning(
+                    "checkpoint was written by %d process(es), this run has %d: RNG reseeded, the data order is kept", len(rng_states), self.world
+                )
             set_seed(int(self.run_cfg.seed) + self.rank + 1000 * prog.step)
         save_latest = lambda: self._save_latest(ctx, prog)  # noqa: E731
         train_means: dict[str, float] = {}
@@ -185,8 +198,13 @@ class EpochRunner:
             best = self.run_dir / ckpt.BEST
             ckpt.load_model_state(self.model, _broadcast_model_state(best), best)
         if dist.is_main_process():
-            out = folder.save(self.model, self.run_dir / folder.RUN_SUBDIR, model_config=self.cfg.model,
-                              preprocess=self.cfg.get("preprocess"), imports=list(self.run_cfg.get("imports") or []))
+            out = folder.save(
+                self.model,
+                self.run_dir / folder.RUN_SUBDIR,
+                model_config=self.cfg.model,
+                preprocess=self.cfg.get("preprocess"),
+                imports=list(self.run_cfg.get("imports") or []),
+            )
             logger.info("model folder %s (load it with --model %s)", out, self.run_dir)
 
     def _validate(self, prog: ckpt.Progress) -> None:
@@ -200,7 +218,9 @@ class EpochRunner:
         if name not in metrics:
             raise ConfigError(f"select metric {name!r} not among the {splits[0]} metrics {sorted(metrics)}; set run.select_metric to one of them")
         value = float(metrics[name])
-        better = prog.best_metric is None or (value > prog.best_metric if self.run_cfg.get("select_mode", "max") == "max" else value < prog.best_metric)
+        better = prog.best_metric is None or (
+            value > prog.best_metric if self.run_cfg.get("select_mode", "max") == "max" else value < prog.best_metric
+        )
         if better:
             prog.best_metric, prog.best_epoch = value, prog.epoch
             if dist.is_main_process():
@@ -232,8 +252,14 @@ class EpochRunner:
         rng = dist.all_gather_object(ckpt.capture_rng())
         if dist.is_main_process():
             ckpt.save_training_state(
-                self.run_dir / ckpt.LATEST, model=self.model, optimizer=ctx.optimizer, scheduler=ctx.scheduler,
-                scaler=ctx.scaler, progress=prog, rng=rng, config_yaml=OmegaConf.to_yaml(self.cfg),
+                self.run_dir / ckpt.LATEST,
+                model=self.model,
+                optimizer=ctx.optimizer,
+                scheduler=ctx.scheduler,
+                scaler=ctx.scaler,
+                progress=prog,
+                rng=rng,
+                config_yaml=OmegaConf.to_yaml(self.cfg),
             )
 
     def _select_metric(self) -> str:

@@ -170,7 +170,8 @@ def _split_of(data: Any, cfg: Any, task: Any, split: str, data_options: dict | N
                 raise ConfigError(f"evaluate(): {data.label} has no annotations for split {split!r}; set build_info.annotations.{split}.path")
             data = {split: data.build_split(split)}
         if not isinstance(data, dict):
-            raise ConfigError(f"evaluate(): data must be a Dataset, a dataset builder or its name, {{split: Dataset}}, or a project yaml; got {type(data).__name__}")
+            raise ConfigError(f"evaluate(): data must be a Dataset, a dataset builder or its name, {{split: Dataset}}, or a project yaml; got "
+                              f"{type(data).__name__}")
         found = data.get(split)
     if found is None:
         raise ConfigError(f"evaluate(): no {split!r} split in the data; pass split= one of the configured splits")

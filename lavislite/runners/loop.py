@@ -106,7 +106,7 @@ def train_epoch(
     save_checkpoint: Callable[[], None],
 ) -> dict[str, float]:
     """Run iterations ``prog.iter_in_epoch .. length-1`` of epoch ``prog.epoch``; returns epoch means."""
-    model, opt = ctx.model, ctx.optimizer
+    model = ctx.model
     model.train()
     ctx.scheduler.step(prog.epoch, prog.step)
     bar = progress(range(prog.iter_in_epoch, length), desc=f"train epoch {prog.epoch}", enabled=dist.is_main_process())

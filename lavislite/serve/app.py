@@ -144,7 +144,9 @@ def create_app(heads: Heads, config: ServeConfig | None = None) -> Any:
             if not isinstance(data, dict):
                 raise RequestError(400, "JSON body must be an object of fields")
             for k, v in data.items():
-                fields[k] = [json.dumps(v) if isinstance(v, (list, dict)) else str(v)] if k != "labels" or not isinstance(v, list) else [str(x) for x in v]
+                fields[k] = (
+                    [json.dumps(v) if isinstance(v, (list, dict)) else str(v)] if k != "labels" or not isinstance(v, list) else [str(x) for x in v]
+                )
             return fields, files
         try:
             async with request.form(max_files=2, max_fields=200, max_part_size=limits.max_upload_bytes) as f:
@@ -176,8 +178,10 @@ def create_app(heads: Heads, config: ServeConfig | None = None) -> Any:
 
     def head(op: str) -> DynamicBatcher:
         if op not in batchers:
-            raise RequestError(404, f"head {op!r} is not loaded on this server (serving: {', '.join(batchers) or 'nothing'}); "
-                                    f"start lavislite serve with a model for it")
+            raise RequestError(
+                404,
+                f"head {op!r} is not loaded on this server (serving: {', '.join(batchers) or 'nothing'}); start lavislite serve with a model for it",
+            )
         return batchers[op]
 
     def integer(fields: dict, name: str, default: int, lo: int, hi: int) -> int:
@@ -198,16 +202,21 @@ def create_app(heads: Heads, config: ServeConfig | None = None) -> Any:
 
     @app.get("/api/info")
     async def info() -> dict[str, Any]:
-        out: dict[str, Any] = {"heads": list(batchers), "limits": asdict(limits),
-                               "models": {}}
+        out: dict[str, Any] = {"heads": list(batchers), "limits": asdict(limits), "models": {}}
         for role in ("caption", "vqa", "retrieval"):
             lm = getattr(heads, role)
             if lm is not None:
-                out["models"][role] = {"model": f"{lm.spec.name}:{lm.spec.model_type}" if not lm.spec.folder else lm.spec.name, "dtype": str(lm.dtype).removeprefix("torch.")}
+                out["models"][role] = {
+                    "model": f"{lm.spec.name}:{lm.spec.model_type}" if not lm.spec.folder else lm.spec.name,
+                    "dtype": str(lm.dtype).removeprefix("torch."),
+                }
         if heads.searcher:
             out["index"] = {"images": len(heads.searcher.index), "texts": len(heads.searcher.index.texts)}
-        out["batching"] = {"max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms,
-                           "served": {n: {"requests": b.items, "model_calls": b.batches} for n, b in batchers.items()}}
+        out["batching"] = {
+            "max_batch": config.max_batch,
+            "max_wait_ms": config.max_wait_ms,
+            "served": {n: {"requests": b.items, "model_calls": b.batches} for n, b in batchers.items()},
+        }
         return out
 
     @app.post("/api/caption")

@@ -102,7 +102,9 @@ class BaseTask:
         else:
             items = {k: getattr(output, k) for k in dir(output) if k.startswith("loss") and not k.startswith("_")}
         if items.get("loss") is None:
-            raise ConfigError(f"{type(model).__name__}.forward returned {type(output).__name__} without a 'loss'; the model must return its training loss")
+            raise ConfigError(
+                f"{type(model).__name__}.forward returned {type(output).__name__} without a 'loss'; the model must return its training loss"
+            )
         return {k: v for k, v in items.items() if k.startswith("loss") and v is not None}
 
     # -- evaluation ---------------------------------------------------------------------------------

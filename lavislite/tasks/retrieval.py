@@ -316,7 +316,8 @@ class RetrievalTask(TrainProgressMixin, BaseTask):
             rows = [r for r in results if r["direction"] == name]
             if len(rows) != n_q:
                 raise DataError(f"retrieval {split}: gathered {len(rows)} {name} rows, expected {n_q}")
-            mats[name] = dense_scores(n_q, n_c, [r["query"] for r in rows], np.stack([r["topk"] for r in rows]), np.stack([r["scores"] for r in rows]))
+            topk, scores = np.stack([r["topk"] for r in rows]), np.stack([r["scores"] for r in rows])
+            mats[name] = dense_scores(n_q, n_c, [r["query"] for r in rows], topk, scores)
         return mats
 
     def after_evaluation(self, results: list[dict], split: str, output_dir: Path | None, epoch: Any) -> dict[str, float]:

@@ -32,7 +32,9 @@ class Printed(list):
 def quick(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     lines = Printed()
-    result = run_demo(root / "out", quick=True, world_dir=root / "world", threads=1, echo=lines)  # tiny models: 1 thread is as fast and immune to a busy CI
+    result = run_demo(
+        root / "out", quick=True, world_dir=root / "world", threads=1, echo=lines
+    )  # tiny models: 1 thread is as fast and immune to a busy CI
     return result, lines
 
 

@@ -50,26 +50,48 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/demo.md", "lavislite demo --out DIR"): "a synopsis with placeholders",
     ("docs/formats.md", "world = generate_world()"): "writes the full world (minutes); the quick world on the next line is the same call",
     ("docs/inference.md", "torchrun"): "several processes; tests/inference/test_inference_dist.py runs these sharded commands",
-    ("docs/own_data.md", "--cfg-path my_caption.yaml"): "trains on one's own photos; the page's yaml files are checked by tests/datasets/test_dataset_own_data_doc.py",
+    (
+        "docs/own_data.md",
+        "--cfg-path my_caption.yaml",
+    ): "trains on one's own photos; the page's yaml files are checked by tests/datasets/test_dataset_own_data_doc.py",
     ("docs/registry_and_config.md", 'tokenizer="/models/bert-base-uncased"'): "the official checkpoint and BERT vocabulary under /models",
     ("docs/runners.md", "my_project.yaml"): "a synopsis with placeholders",
     ("docs/runners.md", "--cfg-path my_project.yaml --resume"): "a placeholder project and run id",
     ("docs/runners.md", "toy.yaml"): "the toy project of this page is run by tests/runners (tests/runners/runner_toys.py holds the same plugins)",
     ("docs/video.md", "projects/blip/run_scripts/eval/"): "MSR-VTT videos and 8 GPUs",
-    ("docs/capfilt.md", "lavislite capfilt --cfg-path projects/capfilt/bootstrap.yaml"): "web shards under /data and fine-tuned captioner/filter weights; tests/capfilt runs the pipeline on generated shards",
+    (
+        "docs/capfilt.md",
+        "lavislite capfilt --cfg-path projects/capfilt/bootstrap.yaml",
+    ): "web shards under /data and fine-tuned captioner/filter weights; tests/capfilt runs the pipeline on generated shards",
     ("docs/capfilt.md", "torchrun"): "8 GPUs",
-    ("docs/serve.md", ""): "index/search/serve examples that landed after the collector's last pass (tests/serve runs these commands); to be made runnable here",
+    (
+        "docs/serve.md",
+        "",
+    ): "index/search/serve examples that landed after the collector's last pass (tests/serve runs these commands); to be made runnable here",
     ("README.md", "lavislite index photos/ --out photos.index"): "as docs/serve.md above",
     ("README.md", "lavislite serve --index photos.index"): "starts a server that runs until stopped",
-    ("docs/models.md", 'print(model.load_report)'): "follows a load of /models/...pth (official weights)",
-    ("docs/models.md", 'model = load_model("blip_caption", "'): "the official checkpoint under /models (a fragment: load_model imported above it on the page)",
-    ("docs/blip2.md", ""): "BLIP-2 fragments (an `image` from the model's processor, EVA ViT-g/OPT/T5 weights); the heads' tests run them on tiny types; to be made runnable",
+    ("docs/models.md", "print(model.load_report)"): "follows a load of /models/...pth (official weights)",
+    (
+        "docs/models.md",
+        'model = load_model("blip_caption", "',
+    ): "the official checkpoint under /models (a fragment: load_model imported above it on the page)",
+    (
+        "docs/blip2.md",
+        "",
+    ): "BLIP-2 fragments (an `image` from the model's processor, EVA ViT-g/OPT/T5 weights); "
+    "the heads' tests run them on tiny types; to be made runnable",
     ("docs/capfilt.md", "lavislite demo capfilt"): "the CapFilt ablation demo (minutes); tests/capfilt runs its smoke test",
     ("docs/capfilt.md", 'run(load_config("projects/capfilt/bootstrap.yaml"'): "web shards and fine-tuned weights, as above",
     ("docs/capfilt.md", 'print(result.summary["kept_web_rate"]'): "the result of the line above",
-    ("docs/inference.md", "output/caption/20250101T120000Z-3fa2c1"): "a run directory of one's own; tests/folders runs these commands on trained tiny runs",
+    (
+        "docs/inference.md",
+        "output/caption/20250101T120000Z-3fa2c1",
+    ): "a run directory of one's own; tests/folders runs these commands on trained tiny runs",
     ("docs/video.md", "--cfg-path projects/blip/eval/msvd_qa_zs.yaml"): "MSVD videos and the official VQA weights",
-    ("docs/video.md", "--cfg-path my_retrieval.yaml"): "one's own videos; tests/video/test_video_retrieval_task.py runs the same task on generated clips",
+    (
+        "docs/video.md",
+        "--cfg-path my_retrieval.yaml",
+    ): "one's own videos; tests/video/test_video_retrieval_task.py runs the same task on generated clips",
 }
 
 # (regex, replacement) applied to every example: the sizes examples name, shrunk to the tiny models'
@@ -81,9 +103,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
 # text in a fragment's line -> Python run before it, defining what the fragment uses
 PRELUDES: dict[str, str] = {
     'registry.get_builder_class("coco_caption")(cfg.datasets.coco_caption, cache_dir': (
-        "from lavislite.common.config import build_run_config\n"
-        "cfg = build_run_config('coco_caption_project.yaml', [])\n"
-        "cache_dir = 'cache'\n"
+        "from lavislite.common.config import build_run_config\ncfg = build_run_config('coco_caption_project.yaml', [])\ncache_dir = 'cache'\n"
     ),
 }
 
@@ -144,8 +164,12 @@ def make_sandbox(root: Path, text: str) -> None:
     ann = {s: {"url": None, "path": str(paths[s])} for s in ("train", "val", "test")}
     eval_32 = {"name": "blip_image_eval", "image_size": 32}
     project = {
-        "datasets": {"coco_caption": {"build_info": {"annotations": ann, "images": {"storage": str(root / "coco")}},
-                                      "vis_processor": {"train": {"name": "blip_image_train", "image_size": 32}, "eval": eval_32}}},
+        "datasets": {
+            "coco_caption": {
+                "build_info": {"annotations": ann, "images": {"storage": str(root / "coco")}},
+                "vis_processor": {"train": {"name": "blip_image_train", "image_size": 32}, "eval": eval_32},
+            }
+        },
         "run": {"task": "captioning"},
     }
     (root / "coco_caption_project.yaml").write_text(json.dumps(project))

@@ -8,11 +8,11 @@ import pytest
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.inference import rank_split
+from lavislite.inference.feature_shards import ShardWriter, load_feature_shards, shard_ids
 from lavislite.inference.inputs import discover, is_shard_spec, split_inputs
 from lavislite.inference.jsonl import JsonlWriter, read_ids, read_records
 from lavislite.inference.options import parse_model, parse_overrides
 from lavislite.inference.output import format_table
-from lavislite.inference.feature_shards import ShardWriter, load_feature_shards, shard_ids
 
 
 def test_discover_folder_sorted_recursive_and_dedup(tmp_path):

@@ -23,7 +23,18 @@ def test_every_type_has_a_yaml_listing_what_the_class_reads(arch):
     for model_type in cls.model_types():
         _, cfg = _cfg(arch, model_type)
         assert cfg.model.arch == arch and cfg.model.model_type == model_type
-        for key in ("checkpoint", "strict_load", "tokenizer", "med_config", "med_overrides", "vit_overrides", "queue_size", "momentum", "alpha", "temp"):
+        for key in (
+            "checkpoint",
+            "strict_load",
+            "tokenizer",
+            "med_config",
+            "med_overrides",
+            "vit_overrides",
+            "queue_size",
+            "momentum",
+            "alpha",
+            "temp",
+        ):
             assert key in cfg.model, (model_type, key)
         assert cfg.preprocess.vis_processor.eval.image_size == cfg.model.image_size
 

@@ -129,7 +129,10 @@ def test_pretrain_checkpoint_loads_into_every_head(arch, build_tiny, tmp_path):
         key = "text_encoder.encoder.layer.0.attention.self.query.weight"
         assert torch.equal(loaded[key], source[key])
     if "text_decoder.cls.predictions.bias" in loaded:
-        assert torch.equal(loaded["text_decoder.bert.encoder.layer.1.attention.self.key.weight"], source["text_decoder.bert.encoder.layer.1.attention.self.key.weight"])
+        assert torch.equal(
+            loaded["text_decoder.bert.encoder.layer.1.attention.self.key.weight"],
+            source["text_decoder.bert.encoder.layer.1.attention.self.key.weight"],
+        )
 
 
 def test_pretrain_round_trip_and_other_image_size(build_tiny, tmp_path):

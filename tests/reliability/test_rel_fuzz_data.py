@@ -30,8 +30,18 @@ BAD_BYTES = "@@NOT_UTF8@@"  # replaced by invalid UTF-8 bytes after encoding
 # -- annotation records ------------------------------------------------------------------------
 # str.splitlines() also splits on these; valid JSONL may hold them inside strings (see the test below)
 LINE_BREAKS_BESIDES_NEWLINE = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=LINE_BREAKS_BESIDES_NEWLINE), max_size=6) | st.sampled_from(["", " ", "a.jpg", "cat", BAD_BYTES])
-_value = st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False) | _text | st.lists(_text, max_size=3) | st.dictionaries(st.text(max_size=2), _text, max_size=2)
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=LINE_BREAKS_BESIDES_NEWLINE), max_size=6) | st.sampled_from(
+    ["", " ", "a.jpg", "cat", BAD_BYTES]
+)
+_value = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False)
+    | _text
+    | st.lists(_text, max_size=3)
+    | st.dictionaries(st.text(max_size=2), _text, max_size=2)
+)
 _record = st.dictionaries(st.sampled_from(["image", "caption", "image_id", "other"]), _value, max_size=4) | _value
 
 
@@ -89,7 +99,9 @@ def test_annotation_loader_validates_every_record(tmp_path_factory, records, suf
 
 
 @FUZZ
-@given(raw=st.binary(max_size=64) | st.lists(_record, max_size=3).map(lambda r: json.dumps(r).encode()[:-1]), suffix=st.sampled_from([".json", ".jsonl"]))
+@given(
+    raw=st.binary(max_size=64) | st.lists(_record, max_size=3).map(lambda r: json.dumps(r).encode()[:-1]), suffix=st.sampled_from([".json", ".jsonl"])
+)
 def test_annotation_loader_arbitrary_bytes_only_data_error(tmp_path_factory, raw, suffix):
     path = tmp_path_factory.mktemp("raw") / f"ann{suffix}"
     path.write_bytes(raw)
@@ -132,7 +144,7 @@ def test_caption_processor_properties(text, max_words, prompt):
         assert all(c in PUNCT or c.isspace() for c in text), text  # only punctuation/whitespace was there
         return
     assert out.startswith(prompt)
-    body = out[len(prompt):]
+    body = out[len(prompt) :]
     assert body.strip() and body == body.strip(" ")
     assert not (set(body) & PUNCT) and "  " not in body
     assert len(body.split(" ")) <= max_words

@@ -76,7 +76,7 @@ def test_kill_9_during_a_checkpoint_write_then_resume_is_exact(tmp_path):
 @pytest.mark.slow  # ~10 s; the in-process mutation check below covers the same protection by default
 def test_mutation_a_non_atomic_save_killed_mid_write_breaks_resume(tmp_path):
     cfg = project(tmp_path, **KEYS)
-    latest = _die_while_saving(cfg, nth=3, mode="unprotected")
+    _die_while_saving(cfg, nth=3, mode="unprotected")
     with pytest.raises(CheckpointError, match="checkpoint_latest.pth"):
         run(str(cfg), resume="auto")  # the half-written file is all there is
 

@@ -24,7 +24,9 @@ N_IMG, N_TXT = 7, 15
 def features(model, n_img=N_IMG, n_txt=N_TXT) -> RetrievalFeatures:
     g = torch.Generator().manual_seed(0)
     images = torch.randn(n_img, 3, 32, 32, generator=g) if not isinstance(model, ToyRetrieval) else torch.randn(n_img, 3, 4, 4, generator=g)
-    texts = [f"a {c} {s} number {i}" for i, (c, s) in enumerate(zip(["red", "blue", "green"] * 9, ["square", "circle", "cross", "cross"] * 9))][:n_txt]
+    texts = [f"a {c} {s} number {i}" for i, (c, s) in enumerate(zip(["red", "blue", "green"] * 9, ["square", "circle", "cross", "cross"] * 9))][
+        :n_txt
+    ]
     with torch.inference_mode():
         t_emb, ids, atts = encode_texts(model, texts, batch_size=4)
         tokens, proj = model.encode_image(images)
@@ -157,8 +159,9 @@ def test_the_model_owns_its_similarity():
         g = torch.Generator().manual_seed(0)
         gallery = {f"p{i}": torch.randn(3, 4, 4, generator=g) for i in range(6)}
         items = [Item(f"i{i}", f"p{i}") for i in range(6)]
-        kept, emb, _ = gallery_embeddings(items, gallery.__getitem__, model.encode_image, key="image", batch_size=4,
-                                          num_workers=0, skip_bad=False, quiet=True)
+        kept, emb, _ = gallery_embeddings(
+            items, gallery.__getitem__, model.encode_image, key="image", batch_size=4, num_workers=0, skip_bad=False, quiet=True
+        )
         found = search(model, ["a red square"], kept, emb, gallery.__getitem__, model.encode_image, top_k=3, rerank_k=0)
         one = model.itc_similarity(model.encode_image(torch.stack(list(gallery.values())))[1], model.encode_text(["a red square"])[0])
     torch.testing.assert_close(i2t, ref_i2t)

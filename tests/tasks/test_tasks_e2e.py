@@ -75,10 +75,13 @@ def overfit(path: Path, steps: int = 12, lr: float = 1e-3, options=(), indices=(
 def caption_project(tmp_path, vocab, **run):
     paths = write_karpathy(tmp_path / "coco")
     ann = _ann(paths, {"train": "train", "val": "val", "test": "test", "val_gt": "val_gt", "test_gt": "test_gt"})
-    ds = {"coco_caption": {"build_info": {"annotations": ann, "images": {"storage": str(tmp_path / "coco")}},
-                           "vis_processor": {"train": {"name": "blip_image_train", "image_size": 32}, "eval": {"name": "blip_image_eval", "image_size": 32}}}}
-    r = {"task": "captioning", "num_beams": 2, "max_len": 10, "min_len": 5, "spice": False,
-         "valid_splits": ["val"], "test_splits": ["test"], **run}
+    ds = {
+        "coco_caption": {
+            "build_info": {"annotations": ann, "images": {"storage": str(tmp_path / "coco")}},
+            "vis_processor": {"train": {"name": "blip_image_train", "image_size": 32}, "eval": {"name": "blip_image_eval", "image_size": 32}},
+        }
+    }
+    r = {"task": "captioning", "num_beams": 2, "max_len": 10, "min_len": 5, "spice": False, "valid_splits": ["val"], "test_splits": ["test"], **run}
     return project(tmp_path, vocab, "blip_caption", ds, r)
 
 
@@ -132,11 +135,16 @@ RET_KEYS = {"txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10", "r_mea
 
 def retrieval_project(tmp_path, vocab, **run):
     paths = write_karpathy(tmp_path / "coco")
-    ds = {"coco_retrieval": {"build_info": {"annotations": _ann(paths, {"train": "train", "val": "val", "test": "test"}),
-                                            "images": {"storage": str(tmp_path / "coco")}},
-                             "vis_processor": {"train": {"name": "blip_image_train", "image_size": 32}, "eval": {"name": "blip_image_eval", "image_size": 32}}}}
-    r = {"task": "retrieval", "k_test": 3, "itm_pairs_per_batch": 6, "save_scores": True,
-         "valid_splits": ["val"], "test_splits": ["test"], **run}
+    ds = {
+        "coco_retrieval": {
+            "build_info": {
+                "annotations": _ann(paths, {"train": "train", "val": "val", "test": "test"}),
+                "images": {"storage": str(tmp_path / "coco")},
+            },
+            "vis_processor": {"train": {"name": "blip_image_train", "image_size": 32}, "eval": {"name": "blip_image_eval", "image_size": 32}},
+        }
+    }
+    r = {"task": "retrieval", "k_test": 3, "itm_pairs_per_batch": 6, "save_scores": True, "valid_splits": ["val"], "test_splits": ["test"], **run}
     return project(tmp_path, vocab, "blip_retrieval", ds, r, model={"queue_size": 8})
 
 
@@ -164,10 +172,16 @@ def test_retrieval_overfits(tmp_path, vocab):
 # -- VQA ---------------------------------------------------------------------------------------------
 def vqa_project(tmp_path, vocab, **run):
     paths = write_vqa(tmp_path / "vqa")
-    ds = {"coco_vqa": {"build_info": {"annotations": _ann(paths, {"train": "train", "val": "val", "test": "val"}),
-                                      "answer_list": {"url": None, "path": str(paths["answer_list"])},
-                                      "images": {"storage": str(tmp_path / "vqa")}},
-                       "vis_processor": {"train": {"name": "blip_image_train", "image_size": 32}, "eval": {"name": "blip_image_eval", "image_size": 32}}}}
+    ds = {
+        "coco_vqa": {
+            "build_info": {
+                "annotations": _ann(paths, {"train": "train", "val": "val", "test": "val"}),
+                "answer_list": {"url": None, "path": str(paths["answer_list"])},
+                "images": {"storage": str(tmp_path / "vqa")},
+            },
+            "vis_processor": {"train": {"name": "blip_image_train", "image_size": 32}, "eval": {"name": "blip_image_eval", "image_size": 32}},
+        }
+    }
     r = {"task": "vqa", "num_ans_candidates": 3, "valid_splits": ["val"], **run}
     return project(tmp_path, vocab, "blip_vqa", ds, r)
 
@@ -195,9 +209,15 @@ def test_vqa_overfits(tmp_path, vocab):
 # -- NLVR2 -------------------------------------------------------------------------------------------
 def nlvr_project(tmp_path, vocab, **run):
     paths = write_nlvr(tmp_path / "nlvr")
-    ds = {"nlvr": {"build_info": {"annotations": _ann(paths, {"train": "train", "val": "dev", "test": "dev"}),
-                                  "images": {"storage": str(tmp_path / "nlvr")}},
-                   "vis_processor": {"train": {"name": "blip_image_train", "image_size": 32}, "eval": {"name": "blip_image_eval", "image_size": 32}}}}
+    ds = {
+        "nlvr": {
+            "build_info": {
+                "annotations": _ann(paths, {"train": "train", "val": "dev", "test": "dev"}),
+                "images": {"storage": str(tmp_path / "nlvr")},
+            },
+            "vis_processor": {"train": {"name": "blip_image_train", "image_size": 32}, "eval": {"name": "blip_image_eval", "image_size": 32}},
+        }
+    }
     r = {"task": "multimodal_classification", "valid_splits": ["val"], "test_splits": ["test"], **run}
     return project(tmp_path, vocab, "blip_nlvr", ds, r)
 
@@ -223,10 +243,20 @@ def pretrain_project(tmp_path, vocab, **run):
     (tmp_path / "coco" / "pretrain.json").write_text(json.dumps(pre))
     vis = {"train": {"name": "blip_image_train", "image_size": 32}, "eval": {"name": "blip_image_eval", "image_size": 32}}
     ds = {
-        "pretrain_json": {"build_info": {"annotations": {"train": {"url": None, "path": str(tmp_path / "coco" / "pretrain.json")}},
-                                         "images": {"storage": str(tmp_path / "coco")}}, "vis_processor": vis},
-        "coco_retrieval": {"build_info": {"annotations": {"train": {"url": None, "path": None}, **_ann(paths, {"val": "val", "test": "test"})},
-                                          "images": {"storage": str(tmp_path / "coco")}}, "vis_processor": vis},
+        "pretrain_json": {
+            "build_info": {
+                "annotations": {"train": {"url": None, "path": str(tmp_path / "coco" / "pretrain.json")}},
+                "images": {"storage": str(tmp_path / "coco")},
+            },
+            "vis_processor": vis,
+        },
+        "coco_retrieval": {
+            "build_info": {
+                "annotations": {"train": {"url": None, "path": None}, **_ann(paths, {"val": "val", "test": "test"})},
+                "images": {"storage": str(tmp_path / "coco")},
+            },
+            "vis_processor": vis,
+        },
     }
     r = {"task": "image_text_pretrain", "k_test": 3, "valid_splits": ["val"], **run}
     return project(tmp_path, vocab, "blip_pretrain", ds, r, model={"queue_size": 8})

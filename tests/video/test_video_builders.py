@@ -41,7 +41,9 @@ def _build(name: str, skip: bool = False, **over):
 
 def test_msrvtt_retrieval_reads_blip_jsonl(w):
     ann = Path(w.root) / "annotations" / "msrvtt_test.jsonl"
-    ds = _build("msrvtt_retrieval", **{"build_info.annotations.test.path": str(ann), "build_info.videos.storage": str(Path(w.root) / "videos")})["test"]
+    ds = _build("msrvtt_retrieval", **{"build_info.annotations.test.path": str(ann), "build_info.videos.storage": str(Path(w.root) / "videos")})[
+        "test"
+    ]
     records = [json.loads(line) for line in ann.read_text().splitlines()]
     assert len(ds) == len(records) == 6
     assert ds.vid2txt == [[i] for i in range(6)] and ds.txt2vid == list(range(6))  # 1k-A: identity
@@ -61,9 +63,14 @@ def test_msrvtt_retrieval_reads_blip_jsonl(w):
 @pytest.mark.parametrize("name", ["msrvtt_qa", "msvd_qa"])
 def test_video_qa_builders(w, name):
     ann = Path(w.root) / "annotations"
-    ds = _build(name, **{"build_info.annotations.test.path": str(ann / "videoqa_test.json"),
-                        "build_info.answer_list.path": str(ann / "videoqa_answer_list.json"),
-                        "build_info.videos.storage": str(Path(w.root) / "videos")})["test"]
+    ds = _build(
+        name,
+        **{
+            "build_info.annotations.test.path": str(ann / "videoqa_test.json"),
+            "build_info.answer_list.path": str(ann / "videoqa_answer_list.json"),
+            "build_info.videos.storage": str(Path(w.root) / "videos"),
+        },
+    )["test"]
     records = json.loads((ann / "videoqa_test.json").read_text())
     assert len(ds) == len(records) == 18
     assert ds.answer_list == json.loads((ann / "videoqa_answer_list.json").read_text())
@@ -76,14 +83,22 @@ def test_video_qa_builders(w, name):
 def _own_videos(root: Path) -> Path:
     write_video(root / "clips" / "red.mp4", color=(0, 0, 255))
     write_video(root / "clips" / "green.avi", color=(0, 255, 0))
-    (root / "captions.json").write_text(json.dumps([
-        {"video": "clips/red.mp4", "caption": ["A red square moves right.", "red box"]},
-        {"video": "clips/green.avi", "caption": "a green square", "start_time": 0.0, "end_time": 1.0},
-    ]))
-    (root / "questions.json").write_text(json.dumps([
-        {"question_id": "q1", "question": "What colour is the square?", "answer": "red", "video": "clips/red.mp4"},
-        {"question_id": "q2", "question": "What colour is the square?", "answer": ["green", "lime"], "video": "clips/green.avi"},
-    ]))
+    (root / "captions.json").write_text(
+        json.dumps(
+            [
+                {"video": "clips/red.mp4", "caption": ["A red square moves right.", "red box"]},
+                {"video": "clips/green.avi", "caption": "a green square", "start_time": 0.0, "end_time": 1.0},
+            ]
+        )
+    )
+    (root / "questions.json").write_text(
+        json.dumps(
+            [
+                {"question_id": "q1", "question": "What colour is the square?", "answer": "red", "video": "clips/red.mp4"},
+                {"question_id": "q2", "question": "What colour is the square?", "answer": ["green", "lime"], "video": "clips/green.avi"},
+            ]
+        )
+    )
     return root
 
 
@@ -100,8 +115,10 @@ def test_video_text_generic_captions_and_questions(tmp_path):
     assert ds[1]["video"].shape == (4, 3, 32, 32)  # 1 s window of an 8 fps clip
 
     built = registry.get_builder_class("video_text")(_cfg("video_text"), "/nonexistent-cache")
-    built.config.build_info.annotations = {"train": {"url": None, "path": str(root / "captions.json"), "sha256": None},
-                                           "val": {"url": None, "path": str(root / "questions.json"), "sha256": None}}
+    built.config.build_info.annotations = {
+        "train": {"url": None, "path": str(root / "captions.json"), "sha256": None},
+        "val": {"url": None, "path": str(root / "questions.json"), "sha256": None},
+    }
     built.config.vis_processor.train.image_size = 32
     built.config.vis_processor.train.num_frames = 2
     splits = built.build_datasets()
@@ -130,8 +147,9 @@ def _bad_world(tmp_path: Path, w) -> Path:
 @pytest.mark.parametrize("index,fragment", [(1, "not found"), (3, "empty"), (4, "corrupt")])
 def test_bad_videos_name_file_and_record(tmp_path, w, index, fragment):
     root = _bad_world(tmp_path, w)
-    ds = _build("msrvtt_retrieval", **{"build_info.annotations.test.path": str(root / "msrvtt_test.jsonl"),
-                                       "build_info.videos.storage": str(root / "videos")})["test"]
+    ds = _build(
+        "msrvtt_retrieval", **{"build_info.annotations.test.path": str(root / "msrvtt_test.jsonl"), "build_info.videos.storage": str(root / "videos")}
+    )["test"]
     with pytest.raises(DataError) as err:
         ds[index]
     msg = str(err.value)
@@ -141,8 +159,11 @@ def test_bad_videos_name_file_and_record(tmp_path, w, index, fragment):
 
 def test_bad_videos_skipped_and_counted_in_workers(tmp_path, w):
     root = _bad_world(tmp_path, w)
-    ds = _build("msrvtt_retrieval", skip=True, **{"build_info.annotations.test.path": str(root / "msrvtt_test.jsonl"),
-                                                  "build_info.videos.storage": str(root / "videos")})["test"]
+    ds = _build(
+        "msrvtt_retrieval",
+        skip=True,
+        **{"build_info.annotations.test.path": str(root / "msrvtt_test.jsonl"), "build_info.videos.storage": str(root / "videos")},
+    )["test"]
     loader = DataLoader(ds, batch_size=3, num_workers=1, collate_fn=ds.collater)
     seen = [i for b in loader for i in b["index"].tolist()]
     assert sorted(set(seen)) == [0, 2, 5]  # each bad one replaced by the next good video, never None

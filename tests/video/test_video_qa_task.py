@@ -25,7 +25,9 @@ def test_video_qa_end_to_end_from_yaml(env, tmp_path, method):
     gts = {q["question_id"]: q["answer"] for q in json.loads((Path(w.root) / "annotations" / "videoqa_test.json").read_text())}
     assert m["accuracy"] == pytest.approx(100 * np.mean([p["answer"] == gts[p["question_id"]] for p in preds]))
     if method == "rank":
-        assert {p["answer"] for p in preds} <= set(gts.values()) | set(json.loads((Path(w.root) / "annotations" / "videoqa_answer_list.json").read_text()))
+        assert {p["answer"] for p in preds} <= set(gts.values()) | set(
+            json.loads((Path(w.root) / "annotations" / "videoqa_answer_list.json").read_text())
+        )
 
 
 def test_video_qa_feeds_concatenated_frame_tokens(env):

@@ -164,7 +164,9 @@ class BaseDatasetBuilder:
             url = str(url)
             try:
                 out.append(
-                    cached_path(url, cache_dir=self.cache_dir, sha256=str(hashes[i]) if hashes else None, subdir=f"{self.data_dir or self.name}/annotations")
+                    cached_path(
+                        url, cache_dir=self.cache_dir, sha256=str(hashes[i]) if hashes else None, subdir=f"{self.data_dir or self.name}/annotations"
+                    )
                 )
             except DownloadError as exc:
                 hint = f" Or set {where}.path to a local copy." if is_url(url) else ""
@@ -180,7 +182,8 @@ class BaseDatasetBuilder:
         if not root.is_dir():
             raise DataError(
                 f"the {self.media_kind} folder {root} ({self.label}.build_info.{self.media_kind}.storage={storage!r}) does not exist. "
-                f"Put the {self.media_kind} there, or point at your copy: --options {self.label}.build_info.{self.media_kind}.storage=/path/to/{self.media_kind}"
+                f"Put the {self.media_kind} there, or point at your copy: --options "
+                f"{self.label}.build_info.{self.media_kind}.storage=/path/to/{self.media_kind}"
             )
         return root
 
@@ -205,14 +208,17 @@ class BaseDatasetBuilder:
             return (vis or self.build_processor("vis_processor", stage)), (text or self.build_processor("text_processor", stage))
         vis = self.build_processor("vis_processor", stage)
         if vis is None:
-            raise ConfigError(f"{self.label}.vis_processor.{stage} is not set; the {split!r} split needs it (e.g. {{name: blip_image_{stage}, image_size: 384}})")
+            raise ConfigError(
+                f"{self.label}.vis_processor.{stage} is not set; the {split!r} split needs it (e.g. {{name: blip_image_{stage}, image_size: 384}})"
+            )
         return vis, self.build_processor("text_processor", stage)
 
     # -- building --------------------------------------------------------------------------------
     def dataset_class(self, split: str) -> type:
         cls = self.train_dataset_cls if self.is_train(split) else self.eval_dataset_cls
         if cls is None:
-            raise ConfigError(f"{self.label}: split {split!r} is not supported by {type(self).__name__} (no {'train' if self.is_train(split) else 'eval'} dataset class)")
+            kind = "train" if self.is_train(split) else "eval"
+            raise ConfigError(f"{self.label}: split {split!r} is not supported by {type(self).__name__} (no {kind} dataset class)")
         return cls
 
     def record_filter(self, split: str) -> Any:

@@ -128,7 +128,12 @@ class VideoTextBuilder(VideoQABuilder):
             if kwargs["answer_list"] is None:
                 kwargs["answer_list"] = collect_answers([table.records]) or None
                 if kwargs["answer_list"]:
-                    logger.info("%s: no build_info.answer_list; split %r ranks over the %d answers of its own records", self.label, split, len(kwargs["answer_list"]))
+                    logger.info(
+                        "%s: no build_info.answer_list; split %r ranks over the %d answers of its own records",
+                        self.label,
+                        split,
+                        len(kwargs["answer_list"]),
+                    )
         ds = cls(table, vis, text, self.media_root(files), skip_bad_samples=self.skip_bad_samples, **kwargs)
         ds.prepare_for_workers()
         return ds

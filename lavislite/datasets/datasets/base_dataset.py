@@ -143,7 +143,10 @@ class BaseDataset(Dataset):
             except DataError as exc:
                 flags[j] = True
                 logger.warning("skipping a bad sample (%s): %s", self.where(j), exc)
-        raise DataError(f"{type(self).__name__}: every one of the {n} samples is bad (first: {self.table.files[0] if self.table.files else '?'}); check the media root and the files")
+        raise DataError(
+            f"{type(self).__name__}: every one of the {n} samples is bad (first: {self.table.files[0] if self.table.files else '?'}); check the "
+            "media root and the files"
+        )
 
     def collater(self, samples: Sequence[dict]) -> dict[str, Any]:
         return collate_dicts(samples)

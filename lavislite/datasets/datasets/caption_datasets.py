@@ -101,7 +101,9 @@ def eval_image_ids(records: Sequence[dict], source: str) -> list[int]:
     except ValueError:
         pass
     if records:
-        logger.warning("%s: image ids are not unique ints (neither 'image_id' nor the file stems); using record positions 0..%d", source, len(records) - 1)
+        logger.warning(
+            "%s: image ids are not unique ints (neither 'image_id' nor the file stems); using record positions 0..%d", source, len(records) - 1
+        )
     return list(range(len(records)))
 
 

@@ -61,7 +61,9 @@ def load_answer_list(path: str | Path) -> list[str]:
             raise DataError(f"{path}: entry {i} must be a non-empty string, got {a!r:.60}; an answer list is a JSON list of strings")
     uniq = list(dict.fromkeys(records))
     if len(uniq) != len(records):
-        logger.warning("%s: %d duplicate answers removed from the answer list (%d remain, first-seen order kept)", path, len(records) - len(uniq), len(uniq))
+        logger.warning(
+            "%s: %d duplicate answers removed from the answer list (%d remain, first-seen order kept)", path, len(records) - len(uniq), len(uniq)
+        )
     return uniq
 
 
@@ -124,9 +126,7 @@ class VQAEvalDataset(BaseDataset):
     def __init__(self, *args: Any, answer_list: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.answer_list = list(answer_list) if answer_list is not None else None
-        self.gt_answers = {
-            rec["question_id"]: answers_of(rec, self.answer_key) for rec in self.annotation if rec.get(self.answer_key)
-        }
+        self.gt_answers = {rec["question_id"]: answers_of(rec, self.answer_key) for rec in self.annotation if rec.get(self.answer_key)}
         seen: dict[Any, int] = {}
         for i, rec in enumerate(self.annotation):
             if rec["question_id"] in seen:
@@ -181,4 +181,3 @@ def collect_answers(tables: Sequence[Sequence[dict]], key: str = "answer") -> li
             for a in answers_of(rec, key):
                 out.setdefault(a, None)
     return list(out)
-

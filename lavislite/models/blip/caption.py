@@ -20,10 +20,10 @@ from torch import Tensor
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
-from lavislite.models.outputs import BlipOutput
 from lavislite.models.blip.base import BlipBase
 from lavislite.models.generation import generate
 from lavislite.models.med import BertLMHeadModel, MedConfig, MedKVCache
+from lavislite.models.outputs import BlipOutput
 
 # the original sampler: HF 4.15 falls back to config.top_k=50, and BLIP passes repetition_penalty=1.1
 NUCLEUS_TOP_K = 50

@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
-from lavislite.models.outputs import BlipOutputFeatures
 from lavislite.models.blip.base import BlipBase
 from lavislite.models.med import BertModel, MedConfig
+from lavislite.models.outputs import BlipOutputFeatures
 
 _MODES = ("image", "text", "multimodal")
 

@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from lavislite.common.errors import DataError
 from lavislite.common.registry import registry
-from lavislite.models.outputs import BlipOutput
 from lavislite.models.blip.base import BlipBase
 from lavislite.models.med import BertModel, MedConfig
+from lavislite.models.outputs import BlipOutput
 
 # single cross-attention names -> the twin names they initialise (BLIP's NLVR load_checkpoint)
 _TWIN_SOURCES = (("crossattention.self.", ("crossattention.self0.", "crossattention.self1.")),

@@ -28,10 +28,10 @@ from torch import Tensor, nn
 from lavislite.common.config import constructor_kwargs
 from lavislite.common.errors import ConfigError
 from lavislite.common.registry import registry
-from lavislite.models.blip.momentum import MomentumContrastiveBase, alpha_schedule, copy_params
-from lavislite.models.outputs import BlipOutput
 from lavislite.models.blip.base import _plain
+from lavislite.models.blip.momentum import MomentumContrastiveBase, alpha_schedule, copy_params
 from lavislite.models.med import BertLMHeadModel, BertModel, MedConfig
+from lavislite.models.outputs import BlipOutput
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from lavislite.models.blip.momentum import (
     alpha_schedule,
     concat_all_gather,
 )
-from lavislite.models.outputs import BlipOutput
 from lavislite.models.med import BertModel, MedConfig
+from lavislite.models.outputs import BlipOutput
 
 
 @registry.register_model("blip_retrieval")

@@ -23,10 +23,10 @@ from torch import Tensor
 
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
-from lavislite.models.outputs import BlipOutput
 from lavislite.models.blip.base import BlipBase
 from lavislite.models.generation import generate
 from lavislite.models.med import BertLMHeadModel, BertModel, MedConfig
+from lavislite.models.outputs import BlipOutput
 
 logger = logging.getLogger(__name__)
 

@@ -162,7 +162,8 @@ class Blip2Base(BaseModel):
         missing = sorted(own - {k[len("visual_encoder."):] for k in sd})
         unexpected = sorted(k for k in sd if k[len("visual_encoder."):] not in own)
         if missing or unexpected:
-            raise DataError(f"vision checkpoint does not fit {type(self.visual_encoder).__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise DataError(f"vision checkpoint does not fit {type(self.visual_encoder).__name__}: missing {missing[:5]}, unexpected "
+                            f"{unexpected[:5]}")
         return self.load_checkpoint(sd, strict=False)
 
     def adapt_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -9,7 +9,7 @@ invert its conversion script:
 |---|---|
 | ``vision_model.embeddings.{class_embedding, position_embedding, patch_embedding}`` | ``visual_encoder.{cls_token, pos_embed, patch_embed.proj}`` |
 | ``vision_model.encoder.layers.{i}.{layer_norm1, layer_norm2, self_attn.projection}`` | ``visual_encoder.blocks.{i}.{norm1, norm2, attn.proj}`` |
-| ``...self_attn.qkv.bias`` (q, k, v) | ``attn.q_bias``, ``attn.v_bias`` (the k part is dropped: it adds the same amount to every score of a query, which softmax cancels; converted checkpoints hold zeros) |
+| ``...self_attn.qkv.bias`` (q, k, v) | ``attn.q_bias``, ``attn.v_bias`` (k part dropped: softmax cancels it; converted files hold zeros) |
 | ``vision_model.post_layernorm`` | ``ln_vision`` |
 | ``qformer.layernorm`` / ``embeddings.{word,position}_embeddings`` | ``Qformer.bert.embeddings.{LayerNorm, word_embeddings, position_embeddings}`` |
 | ``qformer.encoder.layer.{i}.{attention,crossattention}.attention.*`` | ``Qformer.bert.encoder.layer.{i}.{attention,crossattention}.self.*`` |

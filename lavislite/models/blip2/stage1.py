@@ -29,9 +29,9 @@ from lavislite.common.dist import get_rank
 from lavislite.common.errors import ConfigError, DataError
 from lavislite.common.registry import registry
 from lavislite.models.blip.momentum import all_gather_with_grad, concat_all_gather, sample_negatives
-from lavislite.models.outputs import BlipOutput, BlipOutputFeatures
 from lavislite.models.blip2.base import Blip2Base
 from lavislite.models.blip2.qformer import copy_text_ffn_to_query, stage1_attention_mask
+from lavislite.models.outputs import BlipOutput, BlipOutputFeatures
 
 _TYPES = {
     "pretrain": "models/blip2/blip2_pretrain.yaml",
