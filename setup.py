@@ -43,7 +43,7 @@ setup(
     # imported only by those commands. The tests drive the web page with Selenium (and Debian's chromium).
     extras_require={
         "serve": SERVE,
-        "test": ["pytest>=7", "hypothesis>=6", "requests>=2.28", "selenium>=4.10", *SERVE],
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "requests>=2.28", "selenium>=4.10", *SERVE],
     },
     entry_points={"console_scripts": ["lavislite=lavislite.cli:main"]},
 )
