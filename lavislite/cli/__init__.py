@@ -1,8 +1,9 @@
 """The ``lavislite`` command line. Each module in this package adds one or more subcommands.
 
 A subcommand module defines ``register(subparsers)``, which adds its parser and sets
-``func=<callable(args) -> int>``. Modules are found by listing this package, so adding a command
-is adding a file. Keep module tops light: import torch and models inside the command function.
+``func=<callable(args) -> int>``; ``COMMAND_MODULES`` lists them (adding a command is a file and a
+line there, as every plugin kind in lavislite is one import line). Keep module tops light: import torch
+and models inside the command function.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import argparse
 import errno
 import importlib
 import logging
-import pkgutil
 import sys
 
 from lavislite import __version__
 from lavislite.common.errors import LavisliteError
+
+COMMAND_MODULES = (
+    "capfilt", "caption", "classify", "demo", "export", "features", "index", "match", "models", "retrieve",
+    "search", "serve", "train", "vqa",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,13 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lavislite {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 

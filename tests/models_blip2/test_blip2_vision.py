@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lavislite.common.errors import ConfigError, DataError
+from lavislite.common.errors import ConfigError, DataError, RegistryError
+from lavislite.common.registry import registry
 from lavislite.models.blip2.vision import (
-    build_vision_encoder,
     create_clip_vit_l,
     create_eva_vit_g,
     resize_position_embedding,
@@ -73,9 +73,10 @@ def test_half_precision_keeps_norms_and_embeddings_fp32(name):
     sizes = {"eva_clip_g": dict(embed_dim=32, depth=2, num_heads=4, patch_size=8),
              "clip_L": dict(width=32, layers=2, heads=4, patch_size=8)}[name]
     torch.manual_seed(0)
-    full = build_vision_encoder(name, image_size=32, precision="fp32", **sizes).eval()
+    build = registry.get_vision_encoder(name)  # the factory entry BLIP-2's vit_model names
+    full = build({"image_size": 32, "vit_precision": "fp32", "vit_overrides": sizes})[0].eval()
     torch.manual_seed(0)
-    half = build_vision_encoder(name, image_size=32, precision="bf16", **sizes).eval()
+    half = build({"image_size": 32, "vit_precision": "bf16", "vit_overrides": sizes})[0].eval()
     dtypes = {n: p.dtype for n, p in half.named_parameters()}
     assert all(d == torch.bfloat16 for n, d in dtypes.items() if n.endswith(("qkv.weight", "fc1.weight", "c_fc.weight", "in_proj_weight")))
     assert all(d == torch.float32 for n, d in dtypes.items() if "norm" in n or "ln_" in n or "pos" in n or n.endswith(("q_bias", "v_bias")))
@@ -87,8 +88,8 @@ def test_half_precision_keeps_norms_and_embeddings_fp32(name):
 
 
 def test_errors_and_resize():
-    with pytest.raises(ConfigError, match="vit_model"):
-        build_vision_encoder("vit_h")
+    with pytest.raises(RegistryError, match="vit_h"):
+        registry.get_vision_encoder("vit_h")
     with pytest.raises(ConfigError, match="unknown option"):
         create_eva_vit_g(28, depthh=2)
     with pytest.raises(ConfigError, match="vit_precision"):

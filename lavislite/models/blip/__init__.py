@@ -1,9 +1,17 @@
-"""The BLIP heads. Every module here registers its classes when imported; importing this package
-imports them all (new head = new file)."""
+"""The BLIP heads. Importing this package registers them (one import line per module that registers).
 
-import importlib
-import pkgutil
+``base`` also registers BLIP's model parts (the ``blip_vit`` vision encoder, the ``bert_wordpiece``
+tokenizer) and ``convert`` its transformers checkpoint converter.
+"""
 
-for _info in pkgutil.iter_modules(__path__):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+from lavislite.models.blip import (  # noqa: F401  (registration)
+    base,
+    caption,
+    convert,
+    feature_extractor,
+    image_text_matching,
+    nlvr,
+    pretrain,
+    retrieval,
+    vqa,
+)

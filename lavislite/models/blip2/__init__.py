@@ -1,9 +1,6 @@
 """The BLIP-2 family: frozen image encoders (EVA-CLIP ViT-g, CLIP ViT-L), the Q-Former on MED, and its heads.
-Every module here registers its classes when imported; importing this package imports them all."""
 
-import importlib
-import pkgutil
+Importing this package registers the heads (one import line per module that registers).
+"""
 
-for _info in pkgutil.iter_modules(__path__):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+from lavislite.models.blip2 import stage1  # noqa: F401  (registration: blip2, blip2_feature_extractor, blip2_image_text_matching)

@@ -11,10 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from lavislite.common.errors import ConfigError, DataError
+from lavislite.common.registry import registry
 from lavislite.models.base_model import BaseModel
-from lavislite.models.blip2.convert import convert_hf_blip2_state_dict, is_hf_blip2_state_dict
+from lavislite.models.blip2 import convert as _converters  # noqa: F401  (registers blip2_transformers)
 from lavislite.models.blip2.qformer import build_qformer, qformer_config
-from lavislite.models.blip2.vision import LayerNormFp32, build_vision_encoder, resize_position_embedding
+from lavislite.models.blip2.vision import LayerNormFp32, resize_position_embedding
 from lavislite.models.med import MedConfig, MedOutput
 
 
@@ -32,6 +33,8 @@ class Blip2Base(BaseModel):
     A frozen encoder (``freeze_vit``) has no gradients and stays in eval mode whatever ``train()`` is
     called with. The tokenizer (BERT uncased + ``[DEC]`` as bos) is loaded on first use.
     """
+
+    checkpoint_converters = ("blip2_transformers",)
 
     def __init__(
         self,
@@ -64,15 +67,9 @@ class Blip2Base(BaseModel):
     # -- building from config ------------------------------------------------------------------
     @staticmethod
     def vision_from_config(cfg: Any) -> nn.Module:
-        """The ``vit_model`` encoder for ``image_size``, in ``vit_precision``."""
-        return build_vision_encoder(
-            str(cfg.get("vit_model", "eva_clip_g")),
-            image_size=int(cfg.get("image_size", 224)),
-            drop_path_rate=float(cfg.get("drop_path_rate", 0.0)),
-            use_grad_checkpointing=bool(cfg.get("use_grad_checkpoint", False)),
-            precision=str(cfg.get("vit_precision", "fp16")),
-            **_plain(cfg.get("vit_overrides")),
-        )
+        """The registered vision encoder ``vit_model`` names, for ``image_size``, in ``vit_precision``."""
+        module, _ = registry.get_vision_encoder(str(cfg.get("vit_model", "eva_clip_g")))(cfg)
+        return module
 
     @staticmethod
     def qformer_config_from(cfg: Any, vision_width: int) -> MedConfig:
@@ -167,9 +164,10 @@ class Blip2Base(BaseModel):
         return self.load_checkpoint(sd, strict=False)
 
     def adapt_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-        """transformers names -> LAVIS names; position embeddings resized to this model's image size
-        (EVA bicubic with ``align_corners=False``, CLIP with ``True``, as LAVIS does when it builds)."""
-        sd = convert_hf_blip2_state_dict(state_dict) if is_hf_blip2_state_dict(state_dict) else dict(state_dict)
+        """Position embeddings resized to this model's image size (EVA bicubic with ``align_corners=False``,
+        CLIP with ``True``, as LAVIS does when it builds). transformers names were already converted by
+        the registered ``blip2_transformers`` converter."""
+        sd = dict(state_dict)
         for key, align in (("visual_encoder.pos_embed", False), ("visual_encoder.positional_embedding", True)):
             own = getattr(self.visual_encoder, key.split(".")[1], None)
             if key in sd and own is not None and sd[key].shape != own.shape:

@@ -22,6 +22,8 @@ import re
 
 import torch
 
+from lavislite.common.registry import registry
+
 _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^vision_model\.embeddings\.class_embedding$"), "visual_encoder.cls_token"),
     (re.compile(r"^vision_model\.embeddings\.position_embedding$"), "visual_encoder.pos_embed"),
@@ -72,3 +74,12 @@ def convert_hf_blip2_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.
 
 
 __all__ = ["is_hf_blip2_state_dict", "convert_hf_blip2_state_dict"]
+
+
+@registry.register_checkpoint_converter("blip2_transformers")
+class TransformersBlip2Converter:
+    """transformers' ``Blip2*`` layouts (``qformer.*``, ``vision_model.*`` with fused qkv) -> LAVIS names."""
+
+    name = "blip2_transformers"
+    detect = staticmethod(is_hf_blip2_state_dict)
+    convert = staticmethod(convert_hf_blip2_state_dict)

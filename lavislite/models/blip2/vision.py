@@ -19,12 +19,14 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from timm.layers import PatchEmbed, trunc_normal_
 from timm.models.eva import EvaBlock
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from lavislite.common.errors import ConfigError, DataError
+from lavislite.common.registry import registry
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -239,14 +241,29 @@ def create_clip_vit_l(
     return model.to_precision(precision)
 
 
-VISION_BUILDERS: dict[str, Callable[..., nn.Module]] = {"eva_clip_g": create_eva_vit_g, "clip_L": create_clip_vit_l}
+def _registered_from_config(create: Callable[..., nn.Module]) -> Callable[[Any], tuple[nn.Module, int]]:
+    """A vision-encoder factory entry: ``(model_cfg) -> (module, width)`` reading BLIP-2's config keys."""
+
+    def build(cfg: Any) -> tuple[nn.Module, int]:
+        overrides = cfg.get("vit_overrides") or {}
+        if isinstance(overrides, DictConfig):
+            overrides = OmegaConf.to_container(overrides, resolve=True)
+        overrides = {k: v for k, v in dict(overrides).items() if k != "_open_"}
+        module = create(
+            image_size=int(cfg.get("image_size", 224)),
+            drop_path_rate=float(cfg.get("drop_path_rate", 0.0)),
+            use_grad_checkpointing=bool(cfg.get("use_grad_checkpoint", False)),
+            precision=str(cfg.get("vit_precision", "fp16")),
+            **overrides,
+        )
+        return module, module.num_features
+
+    return build
 
 
-def build_vision_encoder(name: str, **kwargs: Any) -> nn.Module:
-    """The encoder LAVIS's ``vit_model`` names (``eva_clip_g`` or ``clip_L``)."""
-    if name not in VISION_BUILDERS:
-        raise ConfigError(f"unknown vit_model={name!r}; valid values: {', '.join(VISION_BUILDERS)}")
-    return VISION_BUILDERS[name](**kwargs)
+# LAVIS's ``vit_model`` names; a BLIP-2 config selects one with ``vit_model``.
+registry.register_vision_encoder("eva_clip_g", _registered_from_config(create_eva_vit_g))
+registry.register_vision_encoder("clip_L", _registered_from_config(create_clip_vit_l))
 
 
 def _checked(overrides: dict[str, Any], allowed: set[str], name: str) -> dict[str, Any]:
@@ -272,6 +289,6 @@ def resize_position_embedding(pos: Tensor, num_positions: int, *, align_corners:
 
 
 __all__ = [
-    "EvaViT", "ClipViT", "LayerNormFp32", "create_eva_vit_g", "create_clip_vit_l", "build_vision_encoder",
-    "VISION_BUILDERS", "resize_position_embedding",
+    "EvaViT", "ClipViT", "LayerNormFp32", "create_eva_vit_g", "create_clip_vit_l",
+    "resize_position_embedding",
 ]
