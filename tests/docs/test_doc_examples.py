@@ -1,4 +1,4 @@
-"""Every Python and shell example of README.md and docs/ runs (see doc_examples.py for how: tiny model
+"""Every Python and shell example of README.md and docs/ runs (see tests/helpers/doc_examples.py for how: tiny model
 types, a sandbox folder of small files, and the list of examples not run here with the reason)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def statuses(tmp_path_factory) -> dict[str, str]:
     out = tmp_path_factory.mktemp("doc_examples") / "status.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "LAVISLITE_CACHE": str(out.parent / "cache"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "doc_examples.py"), str(out)], env=env,
+    proc = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "helpers" / "doc_examples.py"), str(out)], env=env,
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())

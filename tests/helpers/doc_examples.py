@@ -1,6 +1,6 @@
 """Runs every ```python and ```bash example of README.md and docs/*.md against the tiny model types.
 
-Run as a script (``python tests/docs/doc_examples.py OUT.json``), it executes the examples of each page in
+Run as a script (``python tests/helpers/doc_examples.py OUT.json``), it executes the examples of each page in
 document order in one fresh folder per page (the "sandbox") and writes one status per example to OUT.json;
 ``test_doc_examples.py`` turns each status into a test. How an example is made to run offline and fast:
 
