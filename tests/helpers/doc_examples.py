@@ -141,9 +141,10 @@ def not_run_reason(page: str, line: str) -> str | None:
 # -- the sandbox ----------------------------------------------------------------------------------------
 def make_sandbox(root: Path, text: str) -> None:
     """The files the examples of a page open (see the module docstring)."""
-    sys.path[:0] = [str(REPO / "tests" / "tasks"), str(REPO / "tests" / "video")]
-    from task_testlib import draw, tokenizer_dir, write_karpathy
-    from video_testlib import write_video
+    if str(REPO) not in sys.path:  # run as a script: make the repository's tests package importable
+        sys.path.insert(0, str(REPO))
+    from tests.helpers.tasks import draw, tokenizer_dir, write_karpathy
+    from tests.helpers.video import write_video
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "projects").symlink_to(REPO / "projects")  # examples name project yamls relative to the repo
