@@ -84,8 +84,9 @@ class ToyFamRetrieval(BaseModel):
         self.itm_mix = nn.Linear(vision_width, vision_width)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "ToyFamRetrieval":
-        tokenizer = registry.get_tokenizer(str(cfg.get("tokenizer_kind", "bert_wordpiece")))(cfg.tokenizer)
+    def from_config(cls, cfg: Any, tokenizer: Any = None) -> "ToyFamRetrieval":
+        if tokenizer is None:  # the house convention: a caller may hand over a tokenizer it already has
+            tokenizer = registry.get_tokenizer(str(cfg.get("tokenizer_kind", "bert_wordpiece")))(cfg.tokenizer)
 
         def build() -> "ToyFamRetrieval":
             encoder, width = registry.get_vision_encoder(str(cfg.vision_encoder))(cfg)
