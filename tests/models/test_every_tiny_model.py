@@ -45,10 +45,10 @@ def test_forward_backward_every_parameter_gets_a_gradient(name, mtype, tiny_toke
     from tests.helpers.tiny import make_tiny
 
     model = make_tiny(name, tiny_tokenizer, seed=0, model_type=mtype).train()
-    samples = model.example_samples(2)
-    outputs = _tensors(_run(model, samples))
+    out = _run(model, model.example_samples(2))
+    outputs = _tensors(out)
     assert outputs and all(torch.isfinite(t).all() for t in outputs), f"{name}:{mtype} gave no finite output"
-    loss = getattr(_run(model, model.example_samples(2)), "loss", None)
+    loss = getattr(out, "loss", None)
     objective = loss if loss is not None else sum(t.float().sum() for t in outputs)
     if not objective.requires_grad:
         pytest.skip(f"{name}:{mtype} is an inference-only head: its main call runs without autograd")
